@@ -1,0 +1,93 @@
+//! The messages exchanged between the orchestrator and workers, whatever carries them.
+//!
+//! A [`CommandMessage`] asks a worker to do one step; a [`ResultMessage`] carries back its
+//! [`Outcome`]. Both carry [`Meta`]: the saga (`transaction_id`), the attempt
+//! (`correlation_id`) and the step's `idempotency_key`, which stays the same across retries.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Identifies a command: which saga, which attempt, which step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The saga instance.
+    pub transaction_id: String,
+    /// Unique per attempt; pairs a command with its result.
+    pub correlation_id: String,
+    /// Stable for one step (or its compensation) of one saga, across retries and redeliveries.
+    pub idempotency_key: String,
+    /// The workflow step that sent the command.
+    pub step: String,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// W3C trace context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// A request to perform one command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandMessage {
+    /// Command name, e.g. `payment.charge`.
+    pub name: String,
+    /// The command's input.
+    pub payload: Value,
+    pub meta: Meta,
+    /// How long the worker may take, in milliseconds (the step's timeout).
+    pub timeout_ms: u64,
+}
+
+/// Why a command did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    /// True when trying again may succeed.
+    pub retryable: bool,
+}
+
+impl Failure {
+    /// A failure a retry may fix.
+    pub fn retryable(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into(), retryable: true }
+    }
+
+    /// A failure no retry can fix.
+    pub fn fatal(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into(), retryable: false }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// What became of a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok(Value),
+    Err(Failure),
+}
+
+impl Outcome {
+    /// Terminal outcomes are recorded for idempotency; retryable failures are not, so that
+    /// a retry really runs again.
+    pub fn is_terminal(&self) -> bool {
+        match self {
+            Outcome::Ok(_) => true,
+            Outcome::Err(f) => !f.retryable,
+        }
+    }
+}
+
+/// The answer to a [`CommandMessage`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultMessage {
+    /// The command that produced it.
+    pub command: String,
+    pub meta: Meta,
+    pub outcome: Outcome,
+}
