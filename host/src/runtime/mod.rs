@@ -1,0 +1,456 @@
+//! The plugin runtime: a wasmtime engine, the worker plugins found in a directory, and a sandbox
+//! for every command.
+//!
+//! - Each `*.wasm` is compiled once; the compiled artifact is cached on disk, keyed by the
+//!   component's content hash and the engine's settings ([`cache`]).
+//! - Each plugin is pre-linked once (`InstancePre`), and every command gets a fresh instance
+//!   from the pooling allocator: no state leaks from one command to the next.
+//! - Sandbox: no files, network, environment or arguments; stdout and stderr are captured
+//!   (a panic message ends up in the command's error); memory is capped per command; CPU time
+//!   is bounded by a deadline enforced with epoch interruption.
+//! - A plugin that traps, panics, loops or runs out of memory fails its command with a clear
+//!   error and the host carries on. A file that is not a valid component is reported by name
+//!   and the other plugins still load.
+//!
+//! [`worker`] runs the loop that takes commands from the bus and answers them.
+
+mod bindings;
+pub mod cache;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::protocol::{CommandMessage, Failure, Outcome};
+use bindings::WorkerPluginPre;
+use bindings::baton::saga::types as wit;
+
+/// How often the epoch ticks. A command's deadline is checked at each tick, and a running
+/// plugin yields to the executor at each tick, so this bounds both the deadline's precision
+/// and how long one plugin can hold a thread.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Bytes of a plugin's stdout/stderr kept per command: enough for a panic message and a few
+/// log lines, small enough that a chatty plugin cannot exhaust the host.
+const OUTPUT_CAPTURE_BYTES: usize = 64 * 1024;
+
+/// Limits and settings of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Most linear memory one command's instance may use, in bytes.
+    pub memory_limit: usize,
+    /// Longest a command may run, whatever its step's timeout says.
+    pub max_deadline: Duration,
+    /// Where compiled components are cached; `None` compiles on every start.
+    pub cache_dir: Option<PathBuf>,
+    /// Most instances alive at once (the pooling allocator's slots).
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit: 64 << 20,
+            max_deadline: Duration::from_secs(300),
+            cache_dir: cache::default_dir(),
+            max_instances: 256,
+        }
+    }
+}
+
+/// A command a plugin handles, as it described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandSpec {
+    pub name: String,
+    pub input_schema: Option<String>,
+    pub output_schema: Option<String>,
+}
+
+/// A loaded worker plugin.
+pub struct Plugin {
+    /// The file name without `.wasm`.
+    pub name: String,
+    pub path: PathBuf,
+    pub commands: Vec<CommandSpec>,
+    /// True when the compiled artifact came from the cache.
+    pub cached: bool,
+    pre: WorkerPluginPre<HostState>,
+}
+
+/// A plugin that could not be loaded, and why.
+#[derive(Debug, Clone)]
+pub struct PluginError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+/// Per-instance host state: the (empty) WASI context and the memory limiter.
+struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    /// What the plugin wrote to stdout and stderr (shared with the WASI context).
+    output: MemoryOutputPipe,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Refuses memory growth past the limit and remembers that it did, so that the trap which
+/// follows (Rust aborts when an allocation fails) is reported as what it is.
+struct MemoryLimiter {
+    max: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million of them is far past any sane plugin.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Increments the engine's epoch every [`EPOCH_TICK`] on a thread of its own, until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("baton-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("cannot start the epoch thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The engine and the loaded plugins.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    plugins: Vec<Plugin>,
+    /// Command name -> index into `plugins`.
+    commands: BTreeMap<String, usize>,
+    config: RuntimeConfig,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// An engine with no plugins yet.
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true);
+        cfg.epoch_interruption(true);
+        let n = config.max_instances;
+        let mut pool = PoolingAllocationConfig::new();
+        // A Rust wasip2 component instantiates a handful of core modules (the program, the
+        // WASI adapter, shims), each with up to one memory and a table or two: size the pool
+        // for `n` such components at once.
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .total_stacks(n)
+            .max_memory_size(config.memory_limit.max(1 << 20));
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Runtime { engine, linker, plugins: Vec::new(), commands: BTreeMap::new(), config, _ticker: ticker })
+    }
+
+    /// Load every `*.wasm` in `dir` (sorted by name). Plugins that fail to load are returned as
+    /// errors; the others are loaded. Fails only when the directory cannot be read.
+    pub async fn load_dir(&mut self, dir: &Path) -> anyhow::Result<Vec<PluginError>> {
+        let entries = std::fs::read_dir(dir).with_context(|| {
+            format!(
+                "cannot read the plugin directory {}: build the example plugins with `cd plugins && cargo build --release`, or point --plugins (BATON_PLUGINS) at a directory of .wasm files",
+                dir.display()
+            )
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+            .collect();
+        files.sort();
+        let mut errors = Vec::new();
+        for path in files {
+            if let Err(message) = self.load_file(&path).await {
+                errors.push(PluginError { path, message });
+            }
+        }
+        Ok(errors)
+    }
+
+    /// Load one plugin file. The error is a sentence that says what to do.
+    pub async fn load_file(&mut self, path: &Path) -> Result<(), String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+        let (component, cached) = cache::compile(&self.engine, &bytes, self.config.cache_dir.as_deref()).map_err(|e| {
+            format!(
+                "not a valid WebAssembly component ({}): build workers with `cargo build --target wasm32-wasip2` against the baton-guest SDK",
+                root_message(&e)
+            )
+        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(WorkerPluginPre::new)
+            .map_err(|e| {
+                format!(
+                    "the component does not fit the worker contract baton:saga@0.1.0 ({}): it must export baton:saga/worker and import nothing but WASI",
+                    root_message(&anyhow::Error::from(e))
+                )
+            })?;
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
+
+        let mut store = self.store(Duration::from_secs(10));
+        let specs = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.baton_saga_worker().call_describe(&mut store).await
+        }
+        .await
+        .map_err(|e| {
+            format!("describe() failed: {}", self.explain(&name, "describe", e, &store, Duration::from_secs(10)))
+        })?;
+
+        let mut commands = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if let Some(&other) = self.commands.get(&spec.name) {
+                return Err(format!(
+                    "command {:?} is already handled by {}: remove one of the two plugins or rename the command",
+                    spec.name,
+                    self.plugins[other].path.display()
+                ));
+            }
+            if spec.name.is_empty() {
+                return Err("describe() returned a command with an empty name".to_owned());
+            }
+            commands.push(CommandSpec {
+                name: spec.name,
+                input_schema: spec.input_schema,
+                output_schema: spec.output_schema,
+            });
+        }
+        let index = self.plugins.len();
+        for c in &commands {
+            self.commands.insert(c.name.clone(), index);
+        }
+        tracing::info!(plugin = %name, cached, commands = commands.len(), "plugin loaded");
+        self.plugins.push(Plugin { name, path: path.to_owned(), commands, cached, pre });
+        Ok(())
+    }
+
+    /// The loaded plugins, in load order.
+    pub fn plugins(&self) -> &[Plugin] {
+        &self.plugins
+    }
+
+    /// Every command some plugin handles, sorted.
+    pub fn command_names(&self) -> Vec<String> {
+        self.commands.keys().cloned().collect()
+    }
+
+    fn store(&self, deadline: Duration) -> Store<HostState> {
+        // Nothing is granted: no preopened directories, no environment, no arguments, no
+        // sockets. Output goes to a bounded in-memory pipe.
+        let output = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
+        let wasi = WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max: self.config.memory_limit, hit: false },
+            output,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline_at = Instant::now() + deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline_at { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+        });
+        store
+    }
+
+    /// Run one command in a fresh, sandboxed instance. Never panics and never fails the host:
+    /// whatever the plugin does becomes an [`Outcome`].
+    pub async fn invoke(&self, cmd: &CommandMessage) -> Outcome {
+        let Some(&index) = self.commands.get(&cmd.name) else {
+            return Outcome::Err(Failure::fatal(
+                "unknown_command",
+                format!("no plugin handles command {:?} (loaded: {})", cmd.name, self.command_names().join(", ")),
+            ));
+        };
+        let plugin = &self.plugins[index];
+        let deadline = match cmd.timeout_ms {
+            0 => self.config.max_deadline,
+            ms => Duration::from_millis(ms).min(self.config.max_deadline),
+        };
+        let payload = match serde_json::to_string(&cmd.payload) {
+            Ok(p) => p,
+            Err(e) => {
+                return Outcome::Err(Failure::fatal("invalid_input", format!("payload is not serialisable: {e}")));
+            }
+        };
+        let wit_cmd = wit::Command {
+            name: cmd.name.clone(),
+            payload,
+            meta: wit::Meta {
+                transaction_id: cmd.meta.transaction_id.clone(),
+                correlation_id: cmd.meta.correlation_id.clone(),
+                idempotency_key: cmd.meta.idempotency_key.clone(),
+                step: cmd.meta.step.clone(),
+                attempt: cmd.meta.attempt,
+                traceparent: cmd.meta.traceparent.clone(),
+            },
+        };
+        let mut store = self.store(deadline);
+        let result = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance.baton_saga_worker().call_handle(&mut store, &wit_cmd).await
+        }
+        .await;
+        match result {
+            Ok(Ok(json)) => match serde_json::from_str(&json) {
+                Ok(value) => Outcome::Ok(value),
+                Err(e) => Outcome::Err(Failure::fatal(
+                    "invalid_output",
+                    format!("plugin {} returned a result for {} that is not JSON: {e}", plugin.name, cmd.name),
+                )),
+            },
+            Ok(Err(f)) => Outcome::Err(Failure { code: f.code, message: f.message, retryable: f.retryable }),
+            Err(e) => {
+                let retryable = e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+                    || e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some();
+                let message = self.explain(&plugin.name, &cmd.name, e, &store, deadline);
+                let code = classify(&message);
+                tracing::info!(plugin = %plugin.name, command = %cmd.name, code, "{message}");
+                Outcome::Err(Failure { code: code.to_owned(), message, retryable })
+            }
+        }
+    }
+
+    /// A sentence for a failed call: which plugin, which command, what happened.
+    fn explain(
+        &self,
+        plugin: &str,
+        command: &str,
+        e: wasmtime::Error,
+        store: &Store<HostState>,
+        deadline: Duration,
+    ) -> String {
+        let limit_mib = self.config.memory_limit >> 20;
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return format!(
+                "plugin {plugin} did not finish {command} within its deadline of {} and was stopped",
+                crate::workflow::duration::format(deadline)
+            );
+        }
+        if store.data().limiter.hit {
+            return format!(
+                "plugin {plugin} ran out of memory running {command}: it reached its limit of {limit_mib} MiB"
+            );
+        }
+        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+            return format!(
+                "host busy: all {} instance slots are in use; {command} will be retried",
+                self.config.max_instances
+            );
+        }
+        let output = String::from_utf8_lossy(&store.data().output.contents()).into_owned();
+        if let Some(panic) = panic_message(&output) {
+            return format!("plugin {plugin} panicked running {command}: {panic}");
+        }
+        format!("plugin {plugin} trapped running {command}: {}", root_message(&anyhow::Error::from(e)))
+    }
+}
+
+/// The error code for a message built by [`Runtime::explain`].
+fn classify(message: &str) -> &'static str {
+    if message.contains("within its deadline") {
+        "timeout"
+    } else if message.contains("ran out of memory") {
+        "out_of_memory"
+    } else if message.contains("panicked running") {
+        "plugin_panicked"
+    } else if message.starts_with("host busy") {
+        "host_busy"
+    } else {
+        "plugin_trapped"
+    }
+}
+
+/// `panicked at src/lib.rs:3:5:\nthe message` -> `the message (at src/lib.rs:3:5)`.
+fn panic_message(output: &str) -> Option<String> {
+    let start = output.find("panicked at ")?;
+    let rest = &output[start + "panicked at ".len()..];
+    let (location, message) = rest.split_once('\n').unwrap_or((rest, ""));
+    let message: Vec<&str> = message.lines().take_while(|l| !l.starts_with("note: run with")).collect();
+    Some(format!("{} (at {})", message.join(" ").trim(), location.trim_end_matches(':')))
+}
+
+/// The error chain on one line. wasmtime's parse errors can span lines (byte dumps); the
+/// first line of each cause says what matters.
+fn root_message(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = e
+        .chain()
+        .map(|c| {
+            let text = c.to_string();
+            if text.contains("magic header not detected") {
+                return "it does not start with the WebAssembly magic bytes".to_owned();
+            }
+            text.lines().next().unwrap_or_default().to_owned()
+        })
+        .collect();
+    parts.dedup();
+    parts.join(": ")
+}
