@@ -1,0 +1,161 @@
+//! The wire format: CloudEvents 1.0, JSON structured mode, with Baton's extension attributes
+//! `transactionid`, `correlationid`, `idempotencykey` and `traceparent` at the top level, so
+//! any process that speaks CloudEvents can route, trace or answer them without knowing Baton.
+//!
+//! ```json
+//! { "specversion": "1.0", "type": "baton.command.v1", "source": "baton",
+//!   "id": "<correlation id>", "subject": "payment.charge",
+//!   "datacontenttype": "application/json",
+//!   "transactionid": "...", "correlationid": "...", "idempotencykey": "...",
+//!   "data": { "payload": {...}, "step": "charge", "attempt": 1, "timeout_ms": 5000 } }
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::protocol::{CommandMessage, Meta, Outcome, ResultMessage};
+
+pub const COMMAND_TYPE: &str = "baton.command.v1";
+pub const RESULT_TYPE: &str = "baton.result.v1";
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<D> {
+    specversion: String,
+    #[serde(rename = "type")]
+    kind: String,
+    source: String,
+    id: String,
+    subject: String,
+    datacontenttype: String,
+    transactionid: String,
+    correlationid: String,
+    idempotencykey: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    data: D,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CommandData {
+    payload: Value,
+    step: String,
+    attempt: u32,
+    timeout_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ResultData {
+    step: String,
+    attempt: u32,
+    outcome: Outcome,
+}
+
+fn envelope<D>(kind: &str, subject: &str, meta: &Meta, data: D) -> Envelope<D> {
+    Envelope {
+        specversion: "1.0".into(),
+        kind: kind.into(),
+        source: "baton".into(),
+        id: meta.correlation_id.clone(),
+        subject: subject.into(),
+        datacontenttype: "application/json".into(),
+        transactionid: meta.transaction_id.clone(),
+        correlationid: meta.correlation_id.clone(),
+        idempotencykey: meta.idempotency_key.clone(),
+        traceparent: meta.traceparent.clone(),
+        data,
+    }
+}
+
+fn meta_of<D>(e: &Envelope<D>, step: String, attempt: u32) -> Meta {
+    Meta {
+        transaction_id: e.transactionid.clone(),
+        correlation_id: e.correlationid.clone(),
+        idempotency_key: e.idempotencykey.clone(),
+        step,
+        attempt,
+        traceparent: e.traceparent.clone(),
+    }
+}
+
+/// A command as CloudEvents JSON.
+pub fn encode_command(c: &CommandMessage) -> String {
+    let data = CommandData {
+        payload: c.payload.clone(),
+        step: c.meta.step.clone(),
+        attempt: c.meta.attempt,
+        timeout_ms: c.timeout_ms,
+    };
+    serde_json::to_string(&envelope(COMMAND_TYPE, &c.name, &c.meta, data)).expect("a command serialises")
+}
+
+/// A command from CloudEvents JSON; the error says what is wrong with it.
+pub fn decode_command(text: &str) -> Result<CommandMessage, String> {
+    let e: Envelope<CommandData> = serde_json::from_str(text).map_err(|e| format!("not a Baton command event: {e}"))?;
+    if e.kind != COMMAND_TYPE {
+        return Err(format!("event type {:?} is not {COMMAND_TYPE}", e.kind));
+    }
+    let meta = meta_of(&e, e.data.step.clone(), e.data.attempt);
+    Ok(CommandMessage { name: e.subject, payload: e.data.payload, meta, timeout_ms: e.data.timeout_ms })
+}
+
+/// A result as CloudEvents JSON.
+pub fn encode_result(r: &ResultMessage) -> String {
+    let data = ResultData { step: r.meta.step.clone(), attempt: r.meta.attempt, outcome: r.outcome.clone() };
+    serde_json::to_string(&envelope(RESULT_TYPE, &r.command, &r.meta, data)).expect("a result serialises")
+}
+
+/// A result from CloudEvents JSON.
+pub fn decode_result(text: &str) -> Result<ResultMessage, String> {
+    let e: Envelope<ResultData> = serde_json::from_str(text).map_err(|e| format!("not a Baton result event: {e}"))?;
+    if e.kind != RESULT_TYPE {
+        return Err(format!("event type {:?} is not {RESULT_TYPE}", e.kind));
+    }
+    let meta = meta_of(&e, e.data.step.clone(), e.data.attempt);
+    Ok(ResultMessage { command: e.subject, meta, outcome: e.data.outcome })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Failure;
+    use serde_json::json;
+
+    fn meta() -> Meta {
+        Meta {
+            transaction_id: "t".into(),
+            correlation_id: "t/s/forward/2".into(),
+            idempotency_key: "t/s/forward".into(),
+            step: "s".into(),
+            attempt: 2,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        }
+    }
+
+    #[test]
+    fn commands_round_trip_with_cloudevents_attributes() {
+        let c =
+            CommandMessage { name: "payment.charge".into(), payload: json!({"a": 1}), meta: meta(), timeout_ms: 5_000 };
+        let text = encode_command(&c);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["transactionid"], "t");
+        assert_eq!(v["idempotencykey"], "t/s/forward");
+        assert_eq!(v["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        assert_eq!(decode_command(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn results_round_trip() {
+        for outcome in [Outcome::Ok(json!({"x": [1, 2]})), Outcome::Err(Failure::retryable("busy", "later"))] {
+            let r = ResultMessage { command: "payment.charge".into(), meta: meta(), outcome };
+            assert_eq!(decode_result(&encode_result(&r)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        assert!(decode_command("{").unwrap_err().contains("not a Baton command event"));
+        let r = ResultMessage { command: "c".into(), meta: meta(), outcome: Outcome::Ok(json!(1)) };
+        assert!(decode_command(&encode_result(&r)).is_err());
+    }
+}

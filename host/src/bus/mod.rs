@@ -1,0 +1,74 @@
+//! How commands and results travel: the [`EventBus`] trait and its implementations.
+//!
+//! - [`memory`]: in-process queues, for embedded mode and tests.
+//! - [`redis_streams`]: Redis Streams with consumer groups, the default distributed transport.
+//! - [`redis_pubsub`]: Redis Pub/Sub: lowest latency, no persistence (read its caveats).
+//! - [`cloudevents`]: the wire format of the brokered transports.
+//!
+//! Delivery is at-least-once: a consumer acknowledges what it has handled, and a bus that can
+//! (Redis Streams) redelivers what was never acknowledged. Consumers of one command compete:
+//! each command goes to one of them.
+
+pub mod cloudevents;
+pub mod memory;
+pub mod redis_pubsub;
+pub mod redis_streams;
+
+use async_trait::async_trait;
+
+use crate::protocol::{CommandMessage, ResultMessage};
+
+/// Why a bus operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The bus is closed (the host is shutting down).
+    #[error("the event bus is closed")]
+    Closed,
+    /// The broker failed; retrying later may help.
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl BusError {
+    /// True when trying the same operation again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BusError::Unavailable(_))
+    }
+}
+
+/// Identifies one delivery for [`Consumer::ack`]; opaque to callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckToken(pub String);
+
+/// A message as a consumer receives it.
+#[derive(Debug)]
+pub struct Delivery<T> {
+    pub message: T,
+    pub token: AckToken,
+}
+
+/// Reads one kind of message.
+#[async_trait]
+pub trait Consumer<T>: Send {
+    /// Wait until at least one message is there; return up to `max` of them.
+    async fn recv(&mut self, max: usize) -> Result<Vec<Delivery<T>>, BusError>;
+
+    /// Mark deliveries as handled, so they are not delivered again.
+    async fn ack(&mut self, tokens: &[AckToken]) -> Result<(), BusError>;
+}
+
+/// The transport between orchestrators and workers.
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Send commands to the workers that handle them (one round trip for the batch).
+    async fn send_commands(&self, commands: Vec<CommandMessage>) -> Result<(), BusError>;
+
+    /// Send results to the orchestrators.
+    async fn send_results(&self, results: Vec<ResultMessage>) -> Result<(), BusError>;
+
+    /// A consumer of the commands named in `commands`, competing with other consumers of them.
+    async fn command_consumer(&self, commands: &[String]) -> Result<Box<dyn Consumer<CommandMessage>>, BusError>;
+
+    /// A consumer of results, competing with other orchestrators.
+    async fn result_consumer(&self) -> Result<Box<dyn Consumer<ResultMessage>>, BusError>;
+}
