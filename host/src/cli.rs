@@ -1,0 +1,522 @@
+//! The `baton` command line: argument parsing and wiring, nothing else.
+//!
+//! Exit codes of `baton run`: 0 `completed`, 2 `compensated`, 3 `failed`, 1 for usage or
+//! definition errors. Other commands exit 0 on success and 1 on any problem.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::bus::memory::MemoryBus;
+use crate::node::{Node, Parts, Role};
+use crate::orchestrator::SystemClock;
+use crate::orchestrator::saga::SagaStatus;
+use crate::runtime::worker::WorkerConfig;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::memory::MemoryStore;
+use crate::workflow::{self, Catalog};
+
+/// Where `cd plugins && cargo build --release` puts the example plugins, so that from the
+/// repository root `baton run order ...` needs no flag.
+pub const DEFAULT_PLUGINS: &str = "plugins/target/wasm32-wasip2/release";
+pub const DEFAULT_WORKFLOWS: &str = "workflows";
+
+#[derive(Parser, Debug)]
+#[command(name = "baton", version, about = "A saga orchestrator with WebAssembly workers")]
+pub struct Cli {
+    /// Directory of worker plugins (*.wasm).
+    #[arg(long, global = true, env = "BATON_PLUGINS", default_value = DEFAULT_PLUGINS)]
+    pub plugins: PathBuf,
+
+    /// Directory of workflow definitions (*.toml).
+    #[arg(long, global = true, env = "BATON_WORKFLOWS", default_value = DEFAULT_WORKFLOWS)]
+    pub workflows: PathBuf,
+
+    /// Where compiled plugins are cached [default: ~/.cache/baton/components].
+    #[arg(long, global = true, env = "BATON_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Do not read or write the compiled-plugin cache.
+    #[arg(long, global = true, env = "BATON_NO_CACHE")]
+    pub no_cache: bool,
+
+    /// Most memory one command's plugin instance may use, in MiB.
+    #[arg(long, global = true, env = "BATON_MEMORY_LIMIT_MB", default_value_t = 64)]
+    pub memory_limit_mb: usize,
+
+    /// Log filter, e.g. `info` or `baton=debug` (logs go to stderr).
+    #[arg(long, global = true, env = "BATON_LOG", default_value = "warn")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How commands and results travel in Redis mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// Streams with consumer groups: persistent, acknowledged, redelivered (the default).
+    RedisStreams,
+    /// Pub/Sub: nothing persisted; lost messages are resent after the step timeout.
+    RedisPubsub,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one saga in this process, to its end, and print its record as JSON.
+    ///
+    /// Exit code: 0 completed, 2 compensated, 3 failed, 1 usage or definition error.
+    Run {
+        /// The workflow's name (its `name = ...`).
+        workflow: String,
+        /// The saga's input: JSON text, or @FILE to read it from a file.
+        #[arg(long)]
+        input: String,
+        /// The saga's id (generated when absent).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Run a long-lived host: embedded (durable store on local disk) or, with --redis,
+    /// distributed (store and bus in Redis, shared with other hosts).
+    Serve {
+        /// Redis URL for distributed mode, e.g. redis://127.0.0.1:6379. Without it: embedded.
+        #[arg(long, env = "BATON_REDIS")]
+        redis: Option<String>,
+        /// How commands and results travel in Redis mode. redis-pubsub has the lowest latency
+        /// but keeps nothing: see the README before choosing it.
+        #[arg(long, value_enum, env = "BATON_TRANSPORT", default_value = "redis-streams")]
+        transport: Transport,
+        /// Key prefix in Redis, so several deployments can share one Redis.
+        #[arg(long, env = "BATON_PREFIX", default_value = "baton")]
+        prefix: String,
+        /// Data directory of embedded mode.
+        #[arg(long, env = "BATON_DATA", default_value = ".baton")]
+        data: PathBuf,
+        /// Address of the HTTP API.
+        #[arg(long, env = "BATON_LISTEN", default_value = "127.0.0.1:7600")]
+        listen: String,
+        /// What this host does.
+        #[arg(long, value_enum, default_value = "all")]
+        role: Role,
+        /// Commands a worker runs at once.
+        #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 64)]
+        concurrency: usize,
+        /// Redis mode: how long a message may stay unacknowledged before another host takes
+        /// it over (the recovery time after a host dies).
+        #[arg(long, env = "BATON_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+        visibility_timeout: std::time::Duration,
+    },
+    /// Start a saga on a running `baton serve`.
+    ///
+    /// With --wait, print the final record and exit as `baton run` does (0, 2, 3).
+    Start {
+        workflow: String,
+        /// The saga's input: JSON text, or @FILE.
+        #[arg(long)]
+        input: String,
+        /// The saga's id: a retried start with the same id never creates a second saga.
+        #[arg(long)]
+        id: Option<String>,
+        /// Wait for the saga to end.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
+        server: String,
+    },
+    /// Show one saga of a running `baton serve`.
+    Status {
+        id: String,
+        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
+        server: String,
+    },
+    /// List the sagas of a running `baton serve`, newest first.
+    List {
+        /// Only this status: running, compensating, completed, compensated or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
+        server: String,
+    },
+    /// Check every workflow against the loaded plugins; list all problems.
+    Check,
+    /// List the plugins, their commands and schemas.
+    Plugins {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let _ = e.print();
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            };
+        }
+    };
+    init_tracing(&cli.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(execute(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: --log {filter:?} is not a valid filter ({e}); using `warn`");
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    // Colours only for a person at a terminal, never in files or CI logs.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Run { workflow, input, id } => run(&cli, workflow, input, id.clone()).await,
+        Command::Check => check(&cli).await,
+        Command::Serve { redis, transport, prefix, data, listen, role, concurrency, visibility_timeout } => {
+            let streams = crate::bus::redis_streams::StreamsConfig {
+                visibility_timeout: *visibility_timeout,
+                ..Default::default()
+            };
+            serve(&cli, redis.as_deref(), *transport, prefix, data, listen, *role, *concurrency, streams).await
+        }
+        Command::Start { workflow, input, id, wait, server } => start(workflow, input, id.clone(), *wait, server).await,
+        Command::Status { id, server } => {
+            let saga = client::get(server, &format!("/v1/sagas/{}", client::encode(id))).await?;
+            println!("{}", serde_json::to_string_pretty(&saga)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { status, limit, server } => {
+            let mut path = format!("/v1/sagas?limit={limit}");
+            if let Some(s) = status {
+                path.push_str(&format!("&status={}", client::encode(s)));
+            }
+            println!("{}", serde_json::to_string_pretty(&client::get(server, &path).await?)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins { json } => plugins(&cli, *json).await,
+    }
+}
+
+fn runtime_config(cli: &Cli) -> RuntimeConfig {
+    RuntimeConfig {
+        memory_limit: cli.memory_limit_mb << 20,
+        cache_dir: if cli.no_cache { None } else { cli.cache_dir.clone().or_else(crate::runtime::cache::default_dir) },
+        ..RuntimeConfig::default()
+    }
+}
+
+/// Load the plugins; report the ones that fail on stderr. Returns the runtime and whether
+/// every plugin loaded.
+async fn load_runtime(cli: &Cli) -> anyhow::Result<(Runtime, bool)> {
+    let mut runtime = Runtime::new(runtime_config(cli))?;
+    let errors = runtime.load_dir(&cli.plugins).await?;
+    for e in &errors {
+        eprintln!("warning: plugin not loaded: {e}");
+    }
+    Ok((runtime, errors.is_empty()))
+}
+
+fn load_workflows(dir: &Path, known: &[String]) -> anyhow::Result<(Catalog, Vec<workflow::DefinitionError>)> {
+    workflow::load_dir(dir, Some(known)).with_context(|| {
+        format!(
+            "cannot read the workflow directory {}: point --workflows (BATON_WORKFLOWS) at a directory of .toml files",
+            dir.display()
+        )
+    })
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    workflow::duration::parse(text)
+}
+
+/// `--input` as JSON: inline text, or `@path`.
+fn read_input(arg: &str) -> anyhow::Result<Value> {
+    let (text, source) = match arg.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("cannot read --input file {path}"))?,
+            path.to_owned(),
+        ),
+        None => (arg.to_owned(), "--input".to_owned()),
+    };
+    serde_json::from_str(&text).with_context(|| {
+        format!("{source} is not valid JSON: pass a JSON object, e.g. --input '{{\"order_id\": \"o-1\"}}'")
+    })
+}
+
+async fn run(cli: &Cli, name: &str, input: &str, id: Option<String>) -> anyhow::Result<ExitCode> {
+    let input = read_input(input)?;
+    let (runtime, _) = load_runtime(cli).await?;
+    let (catalog, errors) = load_workflows(&cli.workflows, &runtime.command_names())?;
+    let (own, others): (Vec<_>, Vec<_>) = errors.iter().partition(|e| e.workflow.as_deref() == Some(name));
+    for e in &others {
+        eprintln!("warning: workflow not loaded: {e}");
+    }
+    if !own.is_empty() {
+        for e in &own {
+            eprintln!("error: {e}");
+        }
+        bail!("workflow {name:?} cannot run: fix the problems above (`baton check` lists them all)");
+    }
+    if catalog.get(name).is_none() {
+        bail!(
+            "no workflow named {name:?} in {} (found: {})",
+            cli.workflows.display(),
+            if catalog.workflows.is_empty() { "none".to_owned() } else { catalog.names().join(", ") }
+        );
+    }
+    let parts = Parts {
+        workflows: catalog,
+        runtime: Some(Arc::new(runtime)),
+        bus: Arc::new(MemoryBus::new()),
+        store: Arc::new(MemoryStore::new()),
+        clock: Arc::new(SystemClock),
+        worker: WorkerConfig::default(),
+    };
+    let node = Node::start(parts, Role::All);
+    let saga = node.orchestrator.start(name, input, id).await?;
+    let saga = node.orchestrator.wait(&saga.id).await?;
+    node.shutdown().await?;
+    println!("{}", serde_json::to_string_pretty(&saga)?);
+    Ok(exit_code(saga.status))
+}
+
+/// `baton run`'s exit code for a saga's final status.
+fn exit_code(status: SagaStatus) -> ExitCode {
+    match status {
+        SagaStatus::Completed => ExitCode::SUCCESS,
+        SagaStatus::Compensated => ExitCode::from(2),
+        _ => ExitCode::from(3),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    cli: &Cli,
+    redis: Option<&str>,
+    transport: Transport,
+    prefix: &str,
+    data: &Path,
+    listen: &str,
+    role: Role,
+    concurrency: usize,
+    streams: crate::bus::redis_streams::StreamsConfig,
+) -> anyhow::Result<ExitCode> {
+    use crate::bus::EventBus;
+    use crate::store::SagaStore;
+
+    if redis.is_none() && role != Role::All {
+        bail!("--role {role:?} needs --redis: an embedded host must both orchestrate and work");
+    }
+    let runtime = if role.works() { Some(Arc::new(load_runtime(cli).await?.0)) } else { None };
+    // An orchestrator-only host may not have the plugins: it checks names only where it can.
+    let known = runtime.as_ref().map(|r| r.command_names());
+    let (catalog, errors) = workflow::load_dir(&cli.workflows, known.as_deref())
+        .with_context(|| format!("cannot read the workflow directory {}", cli.workflows.display()))?;
+    for e in &errors {
+        eprintln!("warning: workflow not loaded: {e}");
+    }
+    let (store, bus, mode): (Arc<dyn SagaStore>, Arc<dyn EventBus>, String) = match redis {
+        Some(url) => {
+            let store = crate::store::redis::RedisStore::connect(url, prefix).await?;
+            let bus: Arc<dyn EventBus> = match transport {
+                Transport::RedisStreams => {
+                    Arc::new(crate::bus::redis_streams::RedisStreamsBus::connect(url, prefix, streams).await?)
+                }
+                Transport::RedisPubsub => {
+                    Arc::new(crate::bus::redis_pubsub::RedisPubSubBus::connect(url, prefix).await?)
+                }
+            };
+            (Arc::new(store), bus, format!("distributed, Redis {url}, {transport:?}, prefix {prefix:?}"))
+        }
+        None => {
+            let store = crate::store::embedded::EmbeddedStore::open(data)?;
+            (Arc::new(store), Arc::new(MemoryBus::new()), format!("embedded, data in {}", data.display()))
+        }
+    };
+    let parts = Parts {
+        workflows: catalog,
+        runtime,
+        bus,
+        store,
+        clock: Arc::new(SystemClock),
+        worker: WorkerConfig { concurrency },
+    };
+    let node = Node::start(parts, role);
+    let (stop_api, stop_rx) = tokio::sync::watch::channel(false);
+    let api = if role.orchestrates() {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+            format!("cannot listen on {listen}: is another baton running? choose another with --listen")
+        })?;
+        let addr = listener.local_addr()?;
+        eprintln!("baton: serving on http://{addr} ({mode}, role {role:?})");
+        let router = crate::api::router(node.orchestrator.clone());
+        let mut rx = stop_rx.clone();
+        Some(tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { while rx.changed().await.is_ok() && !*rx.borrow() {} })
+                .await
+        }))
+    } else {
+        eprintln!("baton: working ({mode}, role {role:?})");
+        None
+    };
+    shutdown_signal().await;
+    eprintln!("baton: stopping");
+    let _ = stop_api.send(true);
+    if let Some(api) = api {
+        api.await??;
+    }
+    node.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn start(workflow: &str, input: &str, id: Option<String>, wait: bool, server: &str) -> anyhow::Result<ExitCode> {
+    let input = read_input(input)?;
+    let body = serde_json::json!({ "workflow": workflow, "input": input, "id": id });
+    let saga = client::post(server, "/v1/sagas", &body).await?;
+    let id = saga["id"].as_str().context("the server's answer has no id")?.to_owned();
+    if !wait {
+        println!("{}", serde_json::to_string_pretty(&saga)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        let saga = client::get(server, &format!("/v1/sagas/{}?wait=60", client::encode(&id))).await?;
+        let status: Option<SagaStatus> = saga["status"].as_str().and_then(|s| s.parse().ok());
+        if let Some(status) = status.filter(|s| s.is_terminal()) {
+            println!("{}", serde_json::to_string_pretty(&saga)?);
+            return Ok(exit_code(status));
+        }
+    }
+}
+
+/// A small client of the HTTP API, for the CLI.
+mod client {
+    use anyhow::{Context as _, bail};
+    use serde_json::Value;
+
+    /// Percent-encode a path segment or query value.
+    pub fn encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    async fn answer(server: &str, r: reqwest::Result<reqwest::Response>) -> anyhow::Result<Value> {
+        let r = r.with_context(|| {
+            format!("cannot reach baton at {server}: is `baton serve` running there? (--server, BATON_SERVER)")
+        })?;
+        let status = r.status();
+        let body: Value =
+            r.json().await.with_context(|| format!("{server} answered {status} with something that is not JSON"))?;
+        if !status.is_success() {
+            let code = body["error"]["code"].as_str().unwrap_or("error");
+            let message = body["error"]["message"].as_str().unwrap_or("(no message)");
+            bail!("{message} (HTTP {}, {code})", status.as_u16());
+        }
+        Ok(body)
+    }
+
+    pub async fn get(server: &str, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", server.trim_end_matches('/'));
+        answer(server, reqwest::Client::new().get(url).send().await).await
+    }
+
+    pub async fn post(server: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", server.trim_end_matches('/'));
+        answer(server, reqwest::Client::new().post(url).json(body).send().await).await
+    }
+}
+
+async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let (runtime, plugins_ok) = load_runtime(cli).await?;
+    let known = runtime.command_names();
+    let (catalog, errors) = load_workflows(&cli.workflows, &known)?;
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    if errors.is_empty() && plugins_ok {
+        println!(
+            "ok: {} workflow(s) in {}, {} plugin(s) with {} command(s) in {}",
+            catalog.workflows.len(),
+            cli.workflows.display(),
+            runtime.plugins().len(),
+            known.len(),
+            cli.plugins.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let broken = if plugins_ok { "" } else { " and plugins that did not load (above)" };
+        eprintln!("check failed: {} problem(s) in the workflows{broken}", errors.len());
+        Ok(ExitCode::from(1))
+    }
+}
+
+async fn plugins(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let (runtime, ok) = load_runtime(cli).await?;
+    if json {
+        let list: Vec<Value> = runtime
+            .plugins()
+            .iter()
+            .map(|p| serde_json::json!({ "name": p.name, "path": p.path, "commands": p.commands }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        for p in runtime.plugins() {
+            println!("{} ({})", p.name, p.path.display());
+            for c in &p.commands {
+                let schema = |s: &Option<String>| s.as_deref().unwrap_or("-").to_owned();
+                println!("  {:<24} input: {}  output: {}", c.name, schema(&c.input_schema), schema(&c.output_schema));
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

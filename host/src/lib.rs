@@ -1,0 +1,30 @@
+//! Baton: a saga orchestrator whose workers are sandboxed WebAssembly components.
+//!
+//! A saga is a long-running transaction declared as a TOML state machine. The orchestrator
+//! drives each saga step by step, sending commands over an event bus to workers (wasm
+//! components) and deciding the next step from their results; when a step fails for good it
+//! compensates the completed steps in reverse order.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: the messages that travel between orchestrator and workers.
+//! - [`workflow`]: parse, validate and resolve TOML into an immutable [`workflow::Workflow`].
+//! - [`orchestrator`]: the saga state machine. [`orchestrator::decide`] is pure (saga + event
+//!   -> new saga + effects); [`orchestrator::Orchestrator`] applies it over the traits below.
+//! - [`bus`]: the [`bus::EventBus`] trait and its implementations.
+//! - [`store`]: the [`store::SagaStore`] trait and its implementations.
+//! - [`runtime`]: wasmtime engine, plugin loading and caching, sandbox limits, worker loop.
+//! - [`api`]: the HTTP API.
+//! - [`node`]: wiring: an orchestrator and a worker pool sharing one bus and one store.
+//! - [`cli`]: the `baton` command line.
+
+pub mod api;
+pub mod bus;
+pub mod cli;
+pub mod node;
+pub mod orchestrator;
+pub mod protocol;
+mod redis_conn;
+pub mod runtime;
+pub mod store;
+pub mod workflow;
