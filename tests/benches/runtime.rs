@@ -1,0 +1,76 @@
+//! Hot-path micro-benchmarks.
+//!
+//! - `runtime/invoke_echo`: the per-command overhead of the plugin runtime: a fresh instance
+//!   from the pooling allocator, the `handle` call of `testkit.echo`, JSON in and out.
+//! - `orchestrator/decide_order_saga`: the decision function over a whole four-step saga
+//!   (start, four results), with no I/O.
+//!
+//! Run: `cargo bench -p baton-tests --bench runtime`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use baton::orchestrator::decide::{Effect, Event, decide};
+use baton::orchestrator::saga::Saga;
+use baton::protocol::{CommandMessage, Meta, Outcome, ResultMessage};
+use baton::runtime::{Runtime, RuntimeConfig};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+
+fn invoke_echo(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = rt.block_on(async {
+        let mut r =
+            Runtime::new(RuntimeConfig { cache_dir: Some(baton_tests::cache_dir()), ..RuntimeConfig::default() })
+                .unwrap();
+        r.load_file(&Path::new(baton_tests::PLUGINS_DIR).join("testkit.wasm")).await.unwrap();
+        r
+    });
+    let cmd = CommandMessage {
+        name: "testkit.echo".into(),
+        payload: json!({"order_id": "o-1", "customer": "ada", "items": [{"sku": "A-1", "qty": 2, "price": 10.5}]}),
+        meta: Meta {
+            transaction_id: "t".into(),
+            correlation_id: "t/echo/forward/1".into(),
+            idempotency_key: "t/echo/forward".into(),
+            step: "echo".into(),
+            attempt: 1,
+            traceparent: None,
+        },
+        timeout_ms: 5_000,
+    };
+    c.bench_function("runtime/invoke_echo", |b| {
+        b.iter(|| {
+            let out = rt.block_on(runtime.invoke(&cmd));
+            assert!(matches!(out, Outcome::Ok(_)));
+        })
+    });
+}
+
+fn decide_order_saga(c: &mut Criterion) {
+    let root = baton_tests::root();
+    let text = std::fs::read_to_string(root.join("workflows/order.toml")).unwrap();
+    let wf = baton::workflow::parse(Path::new("order.toml"), &text, None).unwrap();
+    let input = json!({"order_id": "o-1", "customer": "ada", "items": [{"sku": "A-1", "qty": 2, "price": 10.5}]});
+    let output = json!({"ok": true, "tracking_number": "TRK1"});
+    c.bench_function("orchestrator/decide_order_saga", |b| {
+        b.iter(|| {
+            let mut saga = Saga::new("s".into(), &wf, input.clone(), 0);
+            let mut d = decide(&wf, &mut saga, &Event::Start, 0);
+            for _ in 0..wf.steps.len() {
+                let Some(Effect::Dispatch(cmd)) = d.effects.into_iter().next() else { unreachable!() };
+                let r = ResultMessage { command: cmd.name, meta: cmd.meta, outcome: Outcome::Ok(output.clone()) };
+                d = decide(&wf, &mut saga, &Event::Result(r), 1);
+            }
+            assert!(saga.status.is_terminal());
+            saga
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5));
+    targets = invoke_echo, decide_order_saga
+}
+criterion_main!(benches);

@@ -1,0 +1,57 @@
+//! `baton check` and definition errors, through the real binary.
+
+use baton_tests::{baton, run};
+
+#[test]
+fn check_passes_on_the_examples() {
+    let ran = run(baton().arg("check"));
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(ran.stdout.starts_with("ok: 1 workflow(s)"), "{ran}");
+}
+
+#[test]
+fn check_names_file_step_and_fix_for_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(baton_tests::root().join("workflows/order.toml"), dir.path().join("order.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        r#"name = "broken"
+
+[[step]]
+name = "charge"
+command = "payment.charg"
+compensate = "payment.refund"
+
+[[step]]
+name = "ship"
+command = "shipping.teleport"
+timeout = "soon"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "name = \"typo\"\n[[step]]\nname = \"a\"\ncommand = \"testkit.echo\"\ncompensation = \"x\"\n",
+    )
+    .unwrap();
+
+    let ran = run(baton().env("BATON_WORKFLOWS", dir.path()).arg("check"));
+    assert_eq!(ran.code, 1, "{ran}");
+    let err = &ran.stderr;
+    assert!(err.contains("broken.toml:5: step \"charge\": no plugin handles command \"payment.charg\""), "{ran}");
+    assert!(err.contains("did you mean \"payment.charge\"?"), "{ran}");
+    assert!(err.contains("broken.toml:11: step \"ship\": timeout: \"soon\" is not a duration"), "{ran}");
+    assert!(err.contains("typo.toml:5: unknown field `compensation`"), "{ran}");
+    assert!(!err.contains("order.toml"), "order.toml is fine: {ran}");
+}
+
+#[test]
+fn run_refuses_a_workflow_with_an_unknown_command() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.toml"), "name = \"w\"\n[[step]]\nname = \"a\"\ncommand = \"warp.drive\"\n")
+        .unwrap();
+    let ran = run(baton().env("BATON_WORKFLOWS", dir.path()).args(["run", "w", "--input", "{}"]));
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.stderr.contains("w.toml:4: step \"a\": no plugin handles command \"warp.drive\""), "{ran}");
+    assert!(ran.stdout.is_empty(), "{ran}");
+}

@@ -1,0 +1,309 @@
+//! `baton serve` through its HTTP API, and what survives a SIGKILL.
+
+use std::time::Duration;
+
+use baton_tests::server::{Server, check_order_saga, order_case};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_serve_runs_sagas_over_http() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data", data.path().to_str().unwrap()]).await;
+    let (input, _) = order_case(0);
+    let (code, saga) = server.start_saga("order", "http-1", &input).await.unwrap();
+    assert_eq!(code, 201, "{saga}");
+    assert_eq!(saga["id"], "http-1");
+    let (code, done) = server.get("/v1/sagas/http-1?wait=30").await;
+    assert_eq!(code, 200);
+    assert_eq!(done["status"], "completed");
+    // A retried start with the same id returns the same saga, and starts nothing new.
+    let (code, again) = server.start_saga("order", "http-1", &input).await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(again["created_at"], done["created_at"]);
+    let (_, list) = server.get("/v1/sagas?status=completed").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // Errors are JSON with a code and a message that says what is wrong.
+    let (code, err) = server.post_raw("/v1/sagas", "{not json").await;
+    assert_eq!(code, 400);
+    assert_eq!(err["error"]["code"], "invalid_request");
+    let (code, err) = server.start_saga("nope", "x", &input).await.unwrap();
+    assert_eq!(code, 404);
+    assert_eq!(err["error"]["code"], "unknown_workflow");
+    assert!(err["error"]["message"].as_str().unwrap().contains("known: order"));
+    let (code, err) = server.get("/v1/sagas/missing").await;
+    assert_eq!((code, err["error"]["code"].as_str()), (404, Some("not_found")));
+    let (code, err) = server.get("/v1/sagas?status=bogus").await;
+    assert_eq!((code, err["error"]["code"].as_str()), (400, Some("invalid_status")));
+
+    assert!(server.terminate().success(), "SIGTERM is a graceful stop: exit 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sagas_survive_a_sigkill() {
+    const N: usize = 500;
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = data.path().to_str().unwrap().to_owned();
+    let ids: Vec<String> = (0..N).map(|i| format!("crash-{i}")).collect();
+
+    let server = Server::start(&["--data", &data_arg]).await;
+    // Submit from a few tasks at once, and kill the host while they are at it.
+    let submitted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for part in 0..4 {
+        let (url, ids, submitted) = (server.url.clone(), ids.clone(), submitted.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in (part..N).step_by(4) {
+                let (input, _) = order_case(i);
+                let body = serde_json::json!({"workflow": "order", "id": ids[i], "input": input});
+                if http.post(format!("{url}/v1/sagas")).json(&body).send().await.is_err() {
+                    return; // the host died under us
+                }
+                submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    while submitted.load(std::sync::atomic::Ordering::Relaxed) < N / 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let before = submitted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(before < N, "the kill should land mid-flight (all {N} were already submitted)");
+
+    // Restart on the same data; the client retries every start with the same id.
+    let server = Server::start(&["--data", &data_arg]).await;
+    for (i, id) in ids.iter().enumerate() {
+        let (input, _) = order_case(i);
+        let (code, _) = server.start_saga("order", id, &input).await.expect("the restarted host answers");
+        assert!(code == 200 || code == 201, "start {id}: HTTP {code}");
+    }
+    let sagas = server.wait_all(&ids, Duration::from_secs(180)).await;
+    for (i, saga) in sagas.iter().enumerate() {
+        check_order_saga(i, saga);
+    }
+    eprintln!("{before} of {N} sagas were submitted before the SIGKILL; all {N} finished as their input implies");
+}
+
+/// Submit sagas `range` to `servers` round-robin, concurrently; returns how many were accepted.
+async fn submit(servers: &[String], ids: &[String], range: std::ops::Range<usize>) -> usize {
+    let mut tasks = Vec::new();
+    for (k, url) in servers.iter().enumerate() {
+        let (url, ids) = (url.clone(), ids.to_vec());
+        let mine: Vec<usize> = range.clone().filter(|i| i % servers.len() == k).collect();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut ok = 0;
+            for i in mine {
+                let (input, _) = order_case(i);
+                let body = serde_json::json!({"workflow": "order", "id": ids[i], "input": input});
+                if http.post(format!("{url}/v1/sagas")).json(&body).send().await.is_ok_and(|r| r.status().is_success())
+                {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sagas_survive_a_sigkill() {
+    const N: usize = 500;
+    let prefix = baton_tests::unique_prefix("redis_sigkill");
+    let url = baton_tests::redis_url();
+    let args = ["--redis", url.as_str(), "--prefix", prefix.as_str(), "--visibility-timeout", "1s"];
+    let ids: Vec<String> = (0..N).map(|i| format!("rk-{i}")).collect();
+
+    let server = Server::start(&args).await;
+    let first = submit(std::slice::from_ref(&server.url), &ids, 0..N / 2).await;
+    assert_eq!(first, N / 2);
+    server.kill(); // the first half is in flight, in Redis
+    let server = Server::start(&args).await;
+    assert_eq!(submit(std::slice::from_ref(&server.url), &ids, 0..N).await, N, "retried starts are idempotent");
+    let sagas = server.wait_all(&ids, Duration::from_secs(180)).await;
+    for (i, saga) in sagas.iter().enumerate() {
+        check_order_saga(i, saga);
+    }
+    drop(server);
+    baton_tests::delete_prefix(&prefix);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_redis_hosts_share_the_work_and_lose_nothing_when_one_dies() {
+    const N: usize = 300;
+    let prefix = baton_tests::unique_prefix("redis_three_hosts");
+    let url = baton_tests::redis_url();
+    let args = ["--redis", url.as_str(), "--prefix", prefix.as_str(), "--visibility-timeout", "1s"];
+    let ids: Vec<String> = (0..N).map(|i| format!("h3-{i}")).collect();
+    let a = Server::start(&args).await;
+    let b = Server::start(&args).await;
+    let c = Server::start(&args).await;
+    let urls = vec![a.url.clone(), b.url.clone(), c.url.clone()];
+    assert_eq!(submit(&urls, &ids, 0..N / 2).await, N / 2);
+    c.kill(); // one host dies with work in flight
+    let survivors = vec![a.url.clone(), b.url.clone()];
+    assert_eq!(submit(&survivors, &ids, 0..N).await, N);
+    let sagas = a.wait_all(&ids, Duration::from_secs(180)).await;
+    for (i, saga) in sagas.iter().enumerate() {
+        check_order_saga(i, saga);
+    }
+    // Every host joined the command's consumer group, which shares the stream among them.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(format!("{prefix}:cmd:inventory.reserve"))
+        .arg("workers")
+        .query(&mut con)
+        .unwrap();
+    assert!(consumers.len() >= 3, "every host joined the worker group: {consumers:?}");
+    drop((a, b));
+    baton_tests::delete_prefix(&prefix);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_backoff_survives_a_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let workflows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        workflows.path().join("slow.toml"),
+        r#"
+name = "slow"
+[[step]]
+name = "flaky"
+command = "testkit.fail"
+input = "{ 'code': 'busy', 'message': 'try later', 'retryable': true, 'succeed_on_attempt': 2 }"
+retry = { attempts = 2, backoff = "3s", max_backoff = "3s", multiplier = 1.0 }
+"#,
+    )
+    .unwrap();
+    let args = ["--data", data.path().to_str().unwrap(), "--workflows", workflows.path().to_str().unwrap()];
+    let server = Server::start(&args).await;
+    let (code, _) = server.start_saga("slow", "backoff-1", &serde_json::json!({})).await.unwrap();
+    assert_eq!(code, 201);
+    // Wait for the first attempt to fail and the backoff to begin, then kill the host.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, saga) = server.get("/v1/sagas/backoff-1").await;
+        if saga["cursor"]["kind"] == "backoff" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never entered backoff: {saga:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    let server = Server::start(&args).await;
+    let saga = &server.wait_all(&["backoff-1".to_owned()], Duration::from_secs(30)).await[0];
+    assert_eq!(saga["status"], "completed", "{saga:#}");
+    assert_eq!(saga["steps"][0]["attempts"], 2, "the retry ran once, after the restart");
+}
+
+/// A Redis of our own, so we can stop it without disturbing the tests that share the
+/// machine's Redis. Append-only with fsync on every write: stopping it loses nothing.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = PrivateRedis { port, dir: tempfile::tempdir().unwrap(), child: None };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", "always", "--dir", self.dir.path().to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (the CI script needs it too)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "private redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SHUTDOWN: Redis flushes its append-only file and exits; clients see it go away.
+    fn down(&mut self) {
+        let _ = std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown"]).status();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_carry_on_after_redis_goes_away_for_a_few_seconds() {
+    const N: usize = 100;
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    let args = ["--redis", url.as_str(), "--visibility-timeout", "1s"];
+    let ids: Vec<String> = (0..N).map(|i| format!("outage-{i}")).collect();
+    let server = Server::start(&args).await;
+    assert_eq!(submit(std::slice::from_ref(&server.url), &ids, 0..N).await, N);
+    redis.down();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // While Redis is away the API says so, with a 503 and a JSON error.
+    redis.up();
+    let sagas = server.wait_all(&ids, Duration::from_secs(120)).await;
+    for (i, saga) in sagas.iter().enumerate() {
+        check_order_saga(i, saga);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_loses_a_command_nobody_hears_and_the_step_timeout_resends_it() {
+    let prefix = baton_tests::unique_prefix("pubsub_timeout");
+    let url = baton_tests::redis_url();
+    let workflows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        workflows.path().join("echo.toml"),
+        "name = \"echo\"\n[[step]]\nname = \"e\"\ncommand = \"testkit.echo\"\ntimeout = \"1s\"\nretry = { attempts = 5, backoff = \"10ms\" }\n",
+    )
+    .unwrap();
+    let wf = workflows.path().to_str().unwrap();
+    let common =
+        ["--redis", url.as_str(), "--prefix", prefix.as_str(), "--transport", "redis-pubsub", "--workflows", wf];
+    // Only an orchestrator: the first command is published to nobody.
+    let orchestrator = Server::start(&[&common[..], &["--role", "orchestrator"]].concat()).await;
+    let (code, _) = orchestrator.start_saga("echo", "ps-1", &serde_json::json!({"hello": "world"})).await.unwrap();
+    assert_eq!(code, 201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let worker = Server::start(&[&common[..], &["--role", "all"]].concat()).await;
+    let saga = &orchestrator.wait_all(&["ps-1".to_owned()], Duration::from_secs(30)).await[0];
+    assert_eq!(saga["status"], "completed", "{saga:#}");
+    assert!(
+        saga["steps"][0]["attempts"].as_u64().unwrap() >= 2,
+        "the lost first attempt timed out and was resent: {saga:#}"
+    );
+    assert_eq!(saga["steps"][0]["output"], serde_json::json!({"hello": "world"}));
+    drop((orchestrator, worker));
+    baton_tests::delete_prefix(&prefix);
+}
