@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use baton::orchestrator::saga::{Cursor, Phase, Saga, SagaStatus, StepStatus};
+use baton::orchestrator::saga::{Cursor, HistoryEvent, Phase, Saga, SagaStatus, StepStatus};
 use baton::orchestrator::{Effect, Event, decide};
 use baton::protocol::{CommandMessage, Failure, Outcome, ResultMessage};
 use baton::workflow::{self, Workflow};
@@ -48,17 +48,20 @@ struct Harness {
     now: u64,
     sent: Vec<CommandMessage>,
     scheduled: Vec<(u64, Event)>,
+    history: Vec<HistoryEvent>,
 }
 
 impl Harness {
     fn new() -> Self {
         let wf = wf();
         let saga = Saga::new("s-1".into(), &wf, json!({"order_id": "o-1", "total": 30}), 1_000);
-        Harness { wf, saga, now: 1_000, sent: vec![], scheduled: vec![] }
+        Harness { wf, saga, now: 1_000, sent: vec![], scheduled: vec![], history: vec![] }
     }
 
     fn feed(&mut self, event: Event) -> bool {
         let d = decide(&self.wf, &mut self.saga, &event, self.now);
+        assert!(d.changed || d.history.is_empty(), "an event that changes nothing leaves no history");
+        self.history.extend(d.history);
         for e in d.effects {
             match e {
                 Effect::Dispatch(c) => self.sent.push(c),
@@ -294,4 +297,61 @@ fn the_same_events_replay_to_the_same_saga() {
         (h.saga, h.sent, h.scheduled)
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn the_history_tells_the_whole_story_in_order() {
+    let mut h = Harness::new();
+    h.feed(Event::Start);
+    h.ok(json!({"reservation_id": "r-1"}));
+    h.fail(true); // charge: retryable
+    h.retry_due();
+    h.fail(false); // charge again: for good
+    h.ok(json!({})); // release
+    let fwd = Phase::Forward;
+    let (step, code, message) = (|s: &str| s.to_owned(), || "boom".to_owned(), || "it broke".to_owned());
+    let due_at = match h.scheduled.iter().rev().find(|(_, e)| matches!(e, Event::RetryDue { .. })) {
+        Some((at, _)) => *at,
+        None => panic!("a retry was scheduled"),
+    };
+    assert_eq!(
+        h.history,
+        vec![
+            HistoryEvent::Started,
+            HistoryEvent::Dispatched {
+                step: step("reserve"),
+                phase: fwd,
+                attempt: 1,
+                command: "inventory.reserve".into()
+            },
+            HistoryEvent::Succeeded { step: step("reserve"), phase: fwd, attempt: 1 },
+            HistoryEvent::Dispatched { step: step("charge"), phase: fwd, attempt: 1, command: "payment.charge".into() },
+            HistoryEvent::Failed {
+                step: step("charge"),
+                phase: fwd,
+                attempt: 1,
+                code: code(),
+                message: message(),
+                retryable: true
+            },
+            HistoryEvent::RetryScheduled { step: step("charge"), phase: fwd, attempt: 2, due_at },
+            HistoryEvent::Dispatched { step: step("charge"), phase: fwd, attempt: 2, command: "payment.charge".into() },
+            HistoryEvent::Failed {
+                step: step("charge"),
+                phase: fwd,
+                attempt: 2,
+                code: code(),
+                message: message(),
+                retryable: false
+            },
+            HistoryEvent::Dispatched {
+                step: step("reserve"),
+                phase: Phase::Compensate,
+                attempt: 1,
+                command: "inventory.release".into()
+            },
+            HistoryEvent::Succeeded { step: step("reserve"), phase: Phase::Compensate, attempt: 1 },
+            HistoryEvent::Finished { status: SagaStatus::Compensated },
+        ]
+    );
 }

@@ -1,11 +1,12 @@
-//! The behaviour every [`SagaStore`] must have, whatever keeps the data. Each store's test
-//! calls [`saga_store`] on a fresh, empty store.
+//! The behaviour every [`SagaStore`] and every [`EventBus`] must have, whatever keeps the data
+//! or carries the messages. Each implementation's test calls [`saga_store`] on a fresh, empty
+//! store, or [`event_bus`] on a fresh bus.
 
 use std::sync::Arc;
 
-use baton::orchestrator::saga::{Saga, SagaStatus};
+use baton::orchestrator::saga::{Cursor, HistoryEntry, HistoryEvent, Phase, Saga, SagaStatus};
 use baton::protocol::{Failure, Outcome};
-use baton::store::{Created, SagaStore, StoreError};
+use baton::store::{Committed, Created, SagaStore, Transition};
 use baton::workflow;
 use serde_json::json;
 
@@ -19,93 +20,184 @@ fn saga(id: &str, created_at: u64) -> Saga {
     Saga::new(id.to_owned(), &wf, json!({"n": id}), created_at)
 }
 
+/// `saga` as a freshly started one, at revision 1.
+fn started(id: &str, created_at: u64) -> Transition {
+    let mut s = saga(id, created_at);
+    s.revision = 1;
+    Transition::bare(s, 0)
+}
+
+/// The next revision of `s`, with `status`.
+fn next(s: &Saga, status: SagaStatus) -> Transition {
+    let mut n = s.clone();
+    n.revision = s.revision + 1;
+    n.status = status;
+    Transition::bare(n, s.revision)
+}
+
+async fn commit_one(store: &dyn SagaStore, t: &Transition) -> Committed {
+    store.commit(std::slice::from_ref(t)).await.expect("commit")[0]
+}
+
 /// Run every check against `store`, which must start empty.
 pub async fn saga_store(store: Arc<dyn SagaStore>) {
     create_and_load(store.as_ref()).await;
     optimistic_concurrency(store.as_ref()).await;
     concurrent_writers_one_wins(store.clone()).await;
+    a_batch_answers_each_transition(store.as_ref()).await;
     list_by_status(store.as_ref()).await;
+    history_is_appended_with_each_commit(store.as_ref()).await;
+    timers_are_indexed_by_due_time(store.as_ref()).await;
     outcomes_first_record_wins(store.as_ref()).await;
 }
 
 async fn create_and_load(store: &dyn SagaStore) {
     assert!(store.load("c-1").await.unwrap().is_none());
-    let s = saga("c-1", 10);
-    assert!(matches!(store.create(&s).await.unwrap(), Created::New));
-    assert_eq!(store.load("c-1").await.unwrap().as_ref(), Some(&s));
+    let t = started("c-1", 10);
+    assert!(matches!(store.create(&t).await.unwrap(), Created::New));
+    assert_eq!(store.load("c-1").await.unwrap().as_ref(), Some(&t.saga));
     // A retried create returns what is stored and changes nothing.
-    let mut again = saga("c-1", 99);
-    again.input = json!("other");
+    let mut again = started("c-1", 99);
+    again.saga.input = json!("other");
     match store.create(&again).await.unwrap() {
-        Created::Existing(existing) => assert_eq!(*existing, s),
+        Created::Existing(existing) => assert_eq!(*existing, t.saga),
         Created::New => panic!("a second create of the same id must not succeed"),
     }
     assert_eq!(store.load("c-1").await.unwrap().unwrap().input, json!({"n": "c-1"}));
+    let both = store.load_many(&["c-1", "nobody"]).await.unwrap();
+    assert_eq!(both, vec![Some(t.saga), None], "load_many answers in order, None for a missing id");
 }
 
 async fn optimistic_concurrency(store: &dyn SagaStore) {
-    let mut s = saga("o-1", 20);
-    store.create(&s).await.unwrap();
-    s.revision = 1;
-    s.status = SagaStatus::Compensating;
-    store.commit(&s, 0).await.unwrap();
-    assert_eq!(store.load("o-1").await.unwrap().unwrap().revision, 1);
-    // A writer that read revision 0 lost the race.
-    let mut stale = saga("o-1", 20);
-    stale.revision = 1;
-    let err = store.commit(&stale, 0).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { expected: 0, .. }), "{err}");
+    let t = started("o-1", 20);
+    store.create(&t).await.unwrap();
+    assert_eq!(commit_one(store, &next(&t.saga, SagaStatus::Compensating)).await, Committed::Ok);
+    assert_eq!(store.load("o-1").await.unwrap().unwrap().revision, 2);
+    // A writer that read revision 1 lost the race.
+    let stale = next(&t.saga, SagaStatus::Completed);
+    assert_eq!(commit_one(store, &stale).await, Committed::Conflict);
     assert_eq!(store.load("o-1").await.unwrap().unwrap().status, SagaStatus::Compensating);
-    let missing = saga("nobody", 0);
-    assert!(matches!(store.commit(&missing, 0).await.unwrap_err(), StoreError::NotFound(_)));
+    assert_eq!(commit_one(store, &next(&saga("nobody", 0), SagaStatus::Completed)).await, Committed::NotFound);
 }
 
 async fn concurrent_writers_one_wins(store: Arc<dyn SagaStore>) {
-    let s = saga("r-1", 30);
-    store.create(&s).await.unwrap();
+    let t = started("r-1", 30);
+    store.create(&t).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..8u64 {
         let store = store.clone();
-        let mut next = s.clone();
-        next.revision = 1;
-        next.input = json!(i);
-        tasks.push(tokio::spawn(async move { store.commit(&next, 0).await.is_ok() }));
+        let mut n = next(&t.saga, SagaStatus::Running);
+        n.saga.input = json!(i);
+        tasks.push(tokio::spawn(async move { commit_one(store.as_ref(), &n).await == Committed::Ok }));
     }
     let mut wins = 0;
     for t in tasks {
         wins += usize::from(t.await.unwrap());
     }
-    assert_eq!(wins, 1, "exactly one of eight writers of revision 0 may commit");
+    assert_eq!(wins, 1, "exactly one of eight writers of revision 1 may commit");
+}
+
+async fn a_batch_answers_each_transition(store: &dyn SagaStore) {
+    let (a, b) = (started("b-1", 40), started("b-2", 41));
+    store.create(&a).await.unwrap();
+    store.create(&b).await.unwrap();
+    let ok = next(&a.saga, SagaStatus::Completed);
+    let mut stale = next(&b.saga, SagaStatus::Completed);
+    stale.expected_revision = 7;
+    let missing = next(&saga("b-none", 0), SagaStatus::Completed);
+    let results = store.commit(&[ok, stale, missing]).await.unwrap();
+    assert_eq!(results, [Committed::Ok, Committed::Conflict, Committed::NotFound]);
+    assert_eq!(store.load("b-1").await.unwrap().unwrap().status, SagaStatus::Completed);
+    assert_eq!(store.load("b-2").await.unwrap().unwrap().status, SagaStatus::Running, "a conflict writes nothing");
+    assert!(store.commit(&[]).await.unwrap().is_empty());
 }
 
 async fn list_by_status(store: &dyn SagaStore) {
     for (i, status) in
         [SagaStatus::Completed, SagaStatus::Running, SagaStatus::Completed, SagaStatus::Failed].into_iter().enumerate()
     {
-        let mut s = saga(&format!("l-{i}"), 1_000 + i as u64);
-        store.create(&s).await.unwrap();
+        let t = started(&format!("l-{i}"), 1_000 + i as u64);
+        store.create(&t).await.unwrap();
         if status != SagaStatus::Running {
-            s.status = status;
-            s.revision = 1;
-            store.commit(&s, 0).await.unwrap();
+            assert_eq!(commit_one(store, &next(&t.saga, status)).await, Committed::Ok);
         }
     }
-    let completed: Vec<String> =
-        store.list(Some(SagaStatus::Completed), 100).await.unwrap().into_iter().map(|s| s.id).collect();
+    let ours = |sagas: Vec<Saga>| -> Vec<String> {
+        sagas.into_iter().map(|s| s.id).filter(|id| id.starts_with("l-")).collect()
+    };
+    let completed = ours(store.list(Some(SagaStatus::Completed), 100).await.unwrap());
     assert_eq!(completed, ["l-2", "l-0"], "newest first, only that status");
-    let failed = store.list(Some(SagaStatus::Failed), 100).await.unwrap();
-    assert_eq!(failed.len(), 1);
+    assert_eq!(ours(store.list(Some(SagaStatus::Failed), 100).await.unwrap()), ["l-3"]);
     assert!(store.list(Some(SagaStatus::Compensated), 100).await.unwrap().is_empty());
     let newest_two: Vec<String> = store.list(None, 2).await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(newest_two, ["l-3", "l-2"]);
     // The index follows status changes: running -> completed.
-    let mut s = store.load("l-1").await.unwrap().unwrap();
-    let rev = s.revision;
-    s.status = SagaStatus::Completed;
-    s.revision = rev + 1;
-    store.commit(&s, rev).await.unwrap();
-    assert_eq!(store.list(Some(SagaStatus::Completed), 100).await.unwrap().len(), 3);
+    let s = store.load("l-1").await.unwrap().unwrap();
+    assert_eq!(commit_one(store, &next(&s, SagaStatus::Completed)).await, Committed::Ok);
+    assert_eq!(ours(store.list(Some(SagaStatus::Completed), 100).await.unwrap()).len(), 3);
     assert!(store.list(Some(SagaStatus::Running), 100).await.unwrap().iter().all(|s| !s.id.starts_with("l-")));
+}
+
+fn entry(at: u64, revision: u64, event: HistoryEvent) -> HistoryEntry {
+    HistoryEntry { at, revision, event }
+}
+
+async fn history_is_appended_with_each_commit(store: &dyn SagaStore) {
+    let mut t = started("h-1", 50);
+    t.history = vec![
+        entry(50, 1, HistoryEvent::Started),
+        entry(
+            50,
+            1,
+            HistoryEvent::Dispatched { step: "a".into(), phase: Phase::Forward, attempt: 1, command: "x.y".into() },
+        ),
+    ];
+    store.create(&t).await.unwrap();
+    let mut n = next(&t.saga, SagaStatus::Completed);
+    n.history = vec![
+        entry(60, 2, HistoryEvent::Succeeded { step: "a".into(), phase: Phase::Forward, attempt: 1 }),
+        entry(60, 2, HistoryEvent::Finished { status: SagaStatus::Completed }),
+    ];
+    assert_eq!(commit_one(store, &n).await, Committed::Ok);
+    // A losing writer's history is not written.
+    let mut lost = next(&t.saga, SagaStatus::Failed);
+    lost.history = vec![entry(61, 2, HistoryEvent::Finished { status: SagaStatus::Failed })];
+    assert_eq!(commit_one(store, &lost).await, Committed::Conflict);
+    let mut want = t.history.clone();
+    want.extend(n.history);
+    assert_eq!(store.history("h-1").await.unwrap(), want, "in order, nothing from the conflict");
+    assert!(store.history("nobody").await.unwrap().is_empty());
+}
+
+async fn timers_are_indexed_by_due_time(store: &dyn SagaStore) {
+    let waiting = |id: &str, due: u64| {
+        let mut t = started(id, 70);
+        t.saga.cursor = Cursor::Awaiting {
+            step: 0,
+            phase: Phase::Forward,
+            attempt: 1,
+            correlation_id: format!("{id}/a/1"),
+            deadline_at: due,
+        };
+        t
+    };
+    for (id, due) in [("t-late", 9_000), ("t-early", 5_000), ("t-mid", 7_000)] {
+        store.create(&waiting(id, due)).await.unwrap();
+    }
+    assert_eq!(store.due_timers(4_999, 10).await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.due_timers(7_000, 10).await.unwrap(), ["t-early", "t-mid"], "earliest first, bound included");
+    assert_eq!(store.due_timers(u64::MAX / 2, 1).await.unwrap(), ["t-early"], "at most `limit`");
+    // A new cursor moves the timer; a finished saga has none.
+    let s = store.load("t-early").await.unwrap().unwrap();
+    let mut moved = next(&s, SagaStatus::Running);
+    moved.saga.cursor =
+        Cursor::Backoff { step: 0, phase: Phase::Forward, attempt: 1, correlation_id: "c".into(), due_at: 8_000 };
+    assert_eq!(commit_one(store, &moved).await, Committed::Ok);
+    let s = store.load("t-mid").await.unwrap().unwrap();
+    let mut done = next(&s, SagaStatus::Completed);
+    done.saga.cursor = Cursor::Done;
+    assert_eq!(commit_one(store, &done).await, Committed::Ok);
+    assert_eq!(store.due_timers(10_000, 10).await.unwrap(), ["t-early", "t-late"]);
 }
 
 async fn outcomes_first_record_wins(store: &dyn SagaStore) {
@@ -113,6 +205,9 @@ async fn outcomes_first_record_wins(store: &dyn SagaStore) {
     let ok = Outcome::Ok(json!({"payment_id": "p-1"}));
     store.record_outcome("pay.charge", "k", &ok).await.unwrap();
     store.record_outcome("pay.charge", "k", &Outcome::Err(Failure::fatal("late", "second"))).await.unwrap();
+    // A store may make records durable with its next commit: one commit flushes them.
+    let t = started("flush", 80);
+    store.create(&t).await.unwrap();
     assert_eq!(store.outcome("pay.charge", "k").await.unwrap(), Some(ok));
     // Keyed by command and key together.
     assert_eq!(store.outcome("pay.refund", "k").await.unwrap(), None);

@@ -128,4 +128,9 @@ impl EventBus for MemoryBus {
     async fn result_consumer(&self) -> Result<Box<dyn Consumer<ResultMessage>>, BusError> {
         Ok(Box::new(MemoryConsumer { queues: self.results.clone(), names: vec![RESULTS.to_owned()] }))
     }
+
+    /// In this process only.
+    fn durable(&self) -> bool {
+        false
+    }
 }

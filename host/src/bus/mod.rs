@@ -71,4 +71,9 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// A consumer of results, competing with other orchestrators.
     async fn result_consumer(&self) -> Result<Box<dyn Consumer<ResultMessage>>, BusError>;
+
+    /// True when a message, once sent, survives the death of this process and of its
+    /// consumers until someone acknowledges it (Redis Streams). When false, a restarted
+    /// orchestrator sends again the command each unfinished saga waits on.
+    fn durable(&self) -> bool;
 }

@@ -160,4 +160,9 @@ impl EventBus for RedisPubSubBus {
     async fn result_consumer(&self) -> Result<Box<dyn Consumer<ResultMessage>>, BusError> {
         Ok(Box::new(self.subscriber(vec![format!("{}:results", self.prefix)], cloudevents::decode_result).await?))
     }
+
+    /// Pub/Sub keeps nothing.
+    fn durable(&self) -> bool {
+        false
+    }
 }

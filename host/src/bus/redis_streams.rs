@@ -31,7 +31,13 @@ use crate::protocol::{CommandMessage, ResultMessage};
 const WORKERS: &str = "workers";
 const ORCHESTRATORS: &str = "orchestrators";
 /// The field of a stream entry that holds the CloudEvents JSON.
-const FIELD: &str = "event";
+pub const FIELD: &str = "event";
+
+/// The stream that carries `command` under `prefix`. The Redis store writes commands there
+/// itself, in the same script as the transition that emits them (see [`crate::store::redis`]).
+pub fn command_stream(prefix: &str, command: &str) -> String {
+    format!("{prefix}:cmd:{command}")
+}
 
 /// Tuning of the Redis Streams transport.
 #[derive(Debug, Clone)]
@@ -75,7 +81,7 @@ impl RedisStreamsBus {
     }
 
     fn command_stream(&self, name: &str) -> String {
-        format!("{}:cmd:{name}", self.prefix)
+        command_stream(&self.prefix, name)
     }
 
     fn results_stream(&self) -> String {
@@ -284,5 +290,10 @@ impl EventBus for RedisStreamsBus {
 
     async fn result_consumer(&self) -> Result<Box<dyn Consumer<ResultMessage>>, BusError> {
         Ok(Box::new(self.consumer(vec![self.results_stream()], ORCHESTRATORS, cloudevents::decode_result).await?))
+    }
+
+    /// Entries stay in their group until acknowledged.
+    fn durable(&self) -> bool {
+        true
     }
 }

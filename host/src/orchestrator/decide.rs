@@ -7,7 +7,9 @@
 
 use serde_json::Value;
 
-use super::saga::{CompensationRecord, Cursor, ErrorInfo, Phase, Saga, SagaError, SagaStatus, StepStatus};
+use super::saga::{
+    CompensationRecord, Cursor, ErrorInfo, HistoryEvent, Phase, Saga, SagaError, SagaStatus, StepStatus,
+};
 use crate::protocol::{CommandMessage, Failure, Meta, Outcome, ResultMessage};
 use crate::workflow::expr::Scope;
 use crate::workflow::{Workflow, duration};
@@ -46,13 +48,18 @@ pub struct Decision {
     /// False when the event was stale or a duplicate: nothing to commit.
     pub changed: bool,
     pub effects: Vec<Effect>,
+    /// What happened, in order, for the saga's history (committed with the saga).
+    pub history: Vec<HistoryEvent>,
 }
 
 /// Apply `event` to `saga` (which must be an instance of `wf`) at time `now`.
 pub fn decide(wf: &Workflow, saga: &mut Saga, event: &Event, now: u64) -> Decision {
     let mut d = Decision::default();
     match (event, &saga.cursor) {
-        (Event::Start, Cursor::Idle) => begin_forward(wf, saga, 0, now, &mut d),
+        (Event::Start, Cursor::Idle) => {
+            d.history.push(HistoryEvent::Started);
+            begin_forward(wf, saga, 0, now, &mut d);
+        }
         (Event::Result(r), Cursor::Awaiting { step, phase, attempt, correlation_id, .. })
             if *correlation_id == r.meta.correlation_id =>
         {
@@ -82,8 +89,7 @@ pub fn decide(wf: &Workflow, saga: &mut Saga, event: &Event, now: u64) -> Decisi
 
 fn begin_forward(wf: &Workflow, saga: &mut Saga, step: usize, now: u64, d: &mut Decision) {
     if step >= wf.steps.len() {
-        saga.status = SagaStatus::Completed;
-        saga.cursor = Cursor::Done;
+        finish(saga, SagaStatus::Completed, d);
     } else {
         dispatch(wf, saga, step, Phase::Forward, 1, now, d);
     }
@@ -98,10 +104,15 @@ fn continue_compensation(wf: &Workflow, saga: &mut Saga, below: usize, now: u64,
         None => {
             let any_failed =
                 saga.steps.iter().any(|s| s.compensation.as_ref().is_some_and(|c| c.status == StepStatus::Failed));
-            saga.status = if any_failed { SagaStatus::Failed } else { SagaStatus::Compensated };
-            saga.cursor = Cursor::Done;
+            finish(saga, if any_failed { SagaStatus::Failed } else { SagaStatus::Compensated }, d);
         }
     }
+}
+
+fn finish(saga: &mut Saga, status: SagaStatus, d: &mut Decision) {
+    saga.status = status;
+    saga.cursor = Cursor::Done;
+    d.history.push(HistoryEvent::Finished { status });
 }
 
 /// The ids of one attempt, derived from the saga id so that a replayed decision produces the
@@ -204,6 +215,7 @@ fn dispatch(wf: &Workflow, saga: &mut Saga, step: usize, phase: Phase, attempt: 
             c.attempts = attempt;
         }
     }
+    d.history.push(HistoryEvent::Dispatched { step: cmd.meta.step.clone(), phase, attempt, command: cmd.name.clone() });
     let correlation_id = cmd.meta.correlation_id.clone();
     saga.cursor = Cursor::Awaiting { step, phase, attempt, correlation_id: correlation_id.clone(), deadline_at };
     d.effects.push(Effect::Dispatch(cmd));
@@ -233,6 +245,18 @@ fn on_outcome(
     d: &mut Decision,
 ) {
     let def = &wf.steps[step];
+    let name = || def.name.clone();
+    match outcome {
+        Outcome::Ok(_) => d.history.push(HistoryEvent::Succeeded { step: name(), phase, attempt }),
+        Outcome::Err(f) => d.history.push(HistoryEvent::Failed {
+            step: name(),
+            phase,
+            attempt,
+            code: f.code.clone(),
+            message: f.message.clone(),
+            retryable: f.retryable,
+        }),
+    }
     match outcome {
         Outcome::Ok(output) => match phase {
             Phase::Forward => {
@@ -268,6 +292,7 @@ fn on_outcome(
                 let correlation_id = correlation_id.clone();
                 let due_at = now + jittered(def.retry.delay(attempt).as_millis() as u64, &correlation_id);
                 saga.cursor = Cursor::Backoff { step, phase, attempt, correlation_id: correlation_id.clone(), due_at };
+                d.history.push(HistoryEvent::RetryScheduled { step: name(), phase, attempt: attempt + 1, due_at });
                 d.effects.push(Effect::Schedule { at: due_at, event: Event::RetryDue { correlation_id } });
                 return;
             }

@@ -1,15 +1,24 @@
 //! The saga state machine.
 //!
-//! - [`saga`]: the saga record.
+//! - [`saga`]: the saga record and its history entries.
 //! - [`decide`]: the pure decision function (saga + event + now -> new saga + effects).
-//! - [`Orchestrator`] (this file): applies decisions. It loads a saga from the
-//!   [`SagaStore`], decides, commits with optimistic concurrency (reload and decide again on
-//!   a conflict), then carries out the effects: commands to the [`EventBus`], timers to
-//!   itself. It sees only those traits, never a concrete bus, store or wasm.
+//! - [`timers`]: step deadlines and retry backoffs, in process.
+//! - [`Orchestrator`] (this file): applies decisions. It loads sagas from the [`SagaStore`],
+//!   decides, commits each change with its commands and history as one [`Transition`]
+//!   (optimistic concurrency: on a conflict it reloads and decides again), then carries out
+//!   what is left: commands to the [`EventBus`] (unless the store put them there in the same
+//!   commit), timers to itself. It sees only those traits, never a concrete bus, store or wasm.
+//!
+//! Results are applied in batches: the events of a batch are grouped by saga, the sagas are
+//! loaded in one call, every event is decided in memory, and the changes are committed in
+//! one call and their commands sent in one more. A busy orchestrator makes three round trips
+//! for a batch of hundreds of results, not three per result.
 
 pub mod decide;
 pub mod saga;
+pub mod timers;
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -18,13 +27,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
-use tracing::Instrument as _;
 
 pub use decide::{Decision, Effect, Event, decide, pending_command, pending_timer};
-use saga::Saga;
+use saga::{HistoryEntry, Saga, SagaStatus};
+use timers::Timers;
 
 use crate::bus::EventBus;
-use crate::store::{Created, SagaStore, StoreError};
+use crate::store::{Committed, Created, SagaStore, StoreError, Transition};
 use crate::workflow::Catalog;
 
 /// Where the orchestrator gets the time. Injected so that tests control it; the decision
@@ -59,6 +68,9 @@ pub enum StartError {
 /// of retries is plenty, and a bound keeps a bug from spinning forever.
 const MAX_CONFLICT_RETRIES: usize = 16;
 
+/// Most results taken from the bus at once; one batch is one load, one commit, one send.
+const RESULT_BATCH: usize = 256;
+
 /// How often the sweeper looks for timers that nobody will fire (their process died).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -66,13 +78,16 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// time; this margin keeps the sweeper from racing it (harmless, but wasted work).
 const SWEEP_GRACE_MS: u64 = 2_000;
 
+/// Most overdue timers one sweep fires; the next sweep takes the rest.
+const SWEEP_BATCH: usize = 256;
+
 /// How often [`Orchestrator::wait`] re-reads the store: in a distributed deployment another
 /// host may finish the saga, and its announcement does not reach this process.
 const WAIT_POLL: Duration = Duration::from_millis(200);
 
 /// Capacity of the channel announcing finished sagas. A waiter that falls behind re-reads the
 /// store, so a small buffer costs nothing but a reload.
-const FINISHED_CAPACITY: usize = 1024;
+const FINISHED_CAPACITY: usize = 4096;
 
 /// See the module documentation. Cheap to clone.
 #[derive(Clone)]
@@ -85,9 +100,9 @@ struct Inner {
     store: Arc<dyn SagaStore>,
     bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
-    /// Timer events come back through this channel when they are due.
-    timers: mpsc::UnboundedSender<(String, Event)>,
-    timers_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(String, Event)>>>,
+    timers: Timers,
+    /// Due timers come back here; taken by [`Orchestrator::run`].
+    due: std::sync::Mutex<Option<mpsc::UnboundedReceiver<timers::Due>>>,
     /// Ids of sagas that reached a terminal state, for [`Orchestrator::wait`].
     finished: broadcast::Sender<String>,
     /// Makes generated saga ids unique within this process.
@@ -96,9 +111,17 @@ struct Inner {
     salt: u64,
 }
 
+/// A decided change, ready to commit, and the timer the saga waits on after it.
+struct Change {
+    transition: Transition,
+    timer: Option<(u64, Event)>,
+}
+
 impl Orchestrator {
+    /// An orchestrator over these parts. Must be called within a tokio runtime (it starts
+    /// the timer task).
     pub fn new(workflows: Catalog, store: Arc<dyn SagaStore>, bus: Arc<dyn EventBus>, clock: Arc<dyn Clock>) -> Self {
-        let (timers, timers_rx) = mpsc::unbounded_channel();
+        let (timers, due) = Timers::start(clock.clone());
         let (finished, _) = broadcast::channel(FINISHED_CAPACITY);
         // RandomState is seeded from the OS: a cheap random number without a dependency.
         let salt = RandomState::new().hash_one(std::process::id());
@@ -109,7 +132,7 @@ impl Orchestrator {
                 bus,
                 clock,
                 timers,
-                timers_rx: std::sync::Mutex::new(Some(timers_rx)),
+                due: std::sync::Mutex::new(Some(due)),
                 finished,
                 sequence: AtomicU64::new(0),
                 salt,
@@ -121,8 +144,9 @@ impl Orchestrator {
         &self.inner.workflows
     }
 
-    /// Start a saga of `workflow`. With an `id`, a retried start returns the existing saga
-    /// instead of starting a second one.
+    /// Start a saga of `workflow`. The saga is created with its first command in one atomic
+    /// commit. With an `id`, a retried start returns the existing saga instead of starting a
+    /// second one.
     pub async fn start(&self, workflow: &str, input: Value, id: Option<String>) -> Result<Saga, StartError> {
         let inner = &self.inner;
         let wf = inner.workflows.get(workflow).ok_or_else(|| StartError::UnknownWorkflow {
@@ -135,16 +159,16 @@ impl Orchestrator {
             format!("{workflow}-{now:x}-{:06x}{seq:x}", inner.salt & 0xff_ffff)
         });
         let saga = Saga::new(id.clone(), wf, input, now);
-        match inner.store.create(&saga).await? {
+        let change = self.decide_all(saga, &[&Event::Start]).expect("a new saga always starts");
+        match inner.store.create(&change.transition).await? {
             Created::New => {}
             Created::Existing(existing) if existing.workflow == workflow => return Ok(*existing),
-            Created::Existing(existing) => {
-                return Err(StartError::IdTaken { id, workflow: existing.workflow });
-            }
+            Created::Existing(existing) => return Err(StartError::IdTaken { id, workflow: existing.workflow }),
         }
         tracing::info!(transaction_id = %id, workflow, "saga started");
-        self.apply(&id, &Event::Start).await?;
-        Ok(inner.store.load(&id).await?.unwrap_or(saga))
+        let saga = change.transition.saga.clone();
+        self.after_commit(vec![change]).await;
+        Ok(saga)
     }
 
     /// The saga with this id.
@@ -152,9 +176,19 @@ impl Orchestrator {
         self.inner.store.load(id).await
     }
 
+    /// The history of the saga with this id, oldest first.
+    pub async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.inner.store.history(id).await
+    }
+
     /// Sagas, newest first, optionally of one status.
-    pub async fn list(&self, status: Option<saga::SagaStatus>, limit: usize) -> Result<Vec<Saga>, StoreError> {
+    pub async fn list(&self, status: Option<SagaStatus>, limit: usize) -> Result<Vec<Saga>, StoreError> {
         self.inner.store.list(status, limit).await
+    }
+
+    /// A receiver of the ids of sagas that end, as this process ends them.
+    pub fn finished(&self) -> broadcast::Receiver<String> {
+        self.inner.finished.subscribe()
     }
 
     /// Wait until the saga reaches a terminal state, and return it.
@@ -183,127 +217,90 @@ impl Orchestrator {
         }
     }
 
-    /// Apply one event to one saga: load, decide, commit, carry out the effects.
-    pub async fn apply(&self, id: &str, event: &Event) -> Result<(), StoreError> {
+    /// Decide `events` in order on `saga`; `None` when none of them changed it (stale or
+    /// duplicate events) or its workflow is not loaded.
+    fn decide_all(&self, mut saga: Saga, events: &[&Event]) -> Option<Change> {
+        let _span = tracing::debug_span!("decide", transaction_id = %saga.id).entered();
+        let Some(wf) = self.inner.workflows.get(&saga.workflow) else {
+            tracing::error!(transaction_id = %saga.id, workflow = %saga.workflow, "the saga's workflow is not loaded; event ignored");
+            return None;
+        };
+        let now = self.inner.clock.now_ms();
+        let expected = saga.revision;
+        let revision = expected + 1;
+        let (mut changed, mut commands, mut history) = (false, Vec::new(), Vec::new());
+        for event in events {
+            let d = decide(wf, &mut saga, event, now);
+            if !d.changed {
+                tracing::debug!(transaction_id = %saga.id, "stale event ignored: {event:?}");
+                continue;
+            }
+            changed = true;
+            commands.extend(d.effects.into_iter().filter_map(|e| match e {
+                Effect::Dispatch(cmd) => Some(cmd),
+                // The saga's one pending timer is read off its cursor below.
+                Effect::Schedule { .. } => None,
+            }));
+            history.extend(d.history.into_iter().map(|event| HistoryEntry { at: now, revision, event }));
+        }
+        if !changed {
+            return None;
+        }
+        saga.revision = revision;
+        let timer = pending_timer(&saga);
+        Some(Change { transition: Transition { saga, expected_revision: expected, commands, history }, timer })
+    }
+
+    /// What follows a commit: the commands (unless the store sent them), the timers, and the
+    /// announcement of sagas that ended.
+    async fn after_commit(&self, changes: Vec<Change>) {
         let inner = &self.inner;
+        let mut commands = Vec::new();
+        for change in changes {
+            let saga = &change.transition.saga;
+            for cmd in &change.transition.commands {
+                tracing::debug!(transaction_id = %saga.id, correlation_id = %cmd.meta.correlation_id, command = %cmd.name, "dispatch");
+            }
+            match change.timer {
+                Some((at, event)) => inner.timers.set(&saga.id, at, event),
+                None => inner.timers.clear(&saga.id),
+            }
+            if saga.status.is_terminal() {
+                tracing::info!(transaction_id = %saga.id, status = %saga.status, "saga finished");
+                let _ = inner.finished.send(saga.id.clone());
+            }
+            if !inner.store.dispatches_commands() {
+                commands.extend(change.transition.commands);
+            }
+        }
+        if !commands.is_empty()
+            && let Err(e) = inner.bus.send_commands(commands).await
+        {
+            // Not lost: the step's timeout fires and the attempt is retried.
+            tracing::warn!("cannot send commands: {e}; their step timeouts will retry them");
+        }
+    }
+
+    /// Apply one event to one saga: load, decide, commit, carry out the effects; on a
+    /// conflict, again from the load.
+    pub async fn apply(&self, id: &str, event: &Event) -> Result<(), StoreError> {
+        let store = &self.inner.store;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let Some(mut saga) = inner.store.load(id).await? else {
+            let Some(saga) = store.load(id).await? else {
                 tracing::warn!(transaction_id = %id, "event for an unknown saga ignored: {event:?}");
                 return Ok(());
             };
-            let Some(wf) = inner.workflows.get(&saga.workflow) else {
-                tracing::error!(transaction_id = %id, workflow = %saga.workflow, "the saga's workflow is not loaded; event ignored");
-                return Ok(());
-            };
-            let expected = saga.revision;
-            let decision = decide(wf, &mut saga, event, inner.clock.now_ms());
-            if !decision.changed {
-                tracing::debug!(transaction_id = %id, "stale event ignored");
-                return Ok(());
+            let Some(change) = self.decide_all(saga, &[event]) else { return Ok(()) };
+            match store.commit(std::slice::from_ref(&change.transition)).await?[..] {
+                [Committed::Ok] => {
+                    self.after_commit(vec![change]).await;
+                    return Ok(());
+                }
+                [Committed::Conflict] => continue,
+                _ => return Ok(()),
             }
-            saga.revision = expected + 1;
-            match inner.store.commit(&saga, expected).await {
-                Ok(()) => {}
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-            self.execute(&saga, decision.effects).await;
-            if saga.status.is_terminal() {
-                tracing::info!(transaction_id = %id, status = %saga.status, "saga finished");
-                let _ = inner.finished.send(saga.id.clone());
-            }
-            return Ok(());
         }
         Err(StoreError::Unavailable(format!("saga {id}: gave up after {MAX_CONFLICT_RETRIES} concurrent changes")))
-    }
-
-    async fn execute(&self, saga: &Saga, effects: Vec<Effect>) {
-        let mut commands = Vec::new();
-        for effect in effects {
-            match effect {
-                Effect::Dispatch(cmd) => {
-                    tracing::debug!(transaction_id = %saga.id, correlation_id = %cmd.meta.correlation_id, command = %cmd.name, "dispatch");
-                    commands.push(cmd);
-                }
-                Effect::Schedule { at, event } => self.schedule(&saga.id, at, event),
-            }
-        }
-        if !commands.is_empty()
-            && let Err(e) = self.inner.bus.send_commands(commands).await
-        {
-            // Not lost: the step's timeout fires and the attempt is retried.
-            tracing::warn!(transaction_id = %saga.id, "cannot send commands: {e}; the step timeout will retry them");
-        }
-    }
-
-    /// The sagas that have not ended.
-    async fn active(&self) -> Result<Vec<Saga>, StoreError> {
-        let store = &self.inner.store;
-        let mut sagas = store.list(Some(saga::SagaStatus::Running), usize::MAX).await?;
-        sagas.extend(store.list(Some(saga::SagaStatus::Compensating), usize::MAX).await?);
-        Ok(sagas)
-    }
-
-    /// Pick up the sagas a previous process left unfinished: start the ones never started,
-    /// re-send the command each running one waits on (same ids, so a worker that already ran
-    /// it answers from its record), and set their timers again. Returns how many it resumed.
-    pub async fn recover(&self) -> Result<usize, StoreError> {
-        let active = self.active().await?;
-        let mut commands = Vec::new();
-        for saga in &active {
-            let Some(wf) = self.inner.workflows.get(&saga.workflow) else {
-                tracing::error!(transaction_id = %saga.id, workflow = %saga.workflow, "cannot resume: its workflow is not loaded");
-                continue;
-            };
-            if saga.cursor == saga::Cursor::Idle {
-                let _ = self.apply_logged(&saga.id, &Event::Start).await;
-                continue;
-            }
-            if let Some(cmd) = pending_command(wf, saga) {
-                commands.push(cmd);
-            }
-            if let Some((at, event)) = pending_timer(saga) {
-                self.schedule(&saga.id, at, event);
-            }
-        }
-        if !commands.is_empty()
-            && let Err(e) = self.inner.bus.send_commands(commands).await
-        {
-            tracing::warn!("cannot re-send the commands of resumed sagas: {e}; their timeouts will retry them");
-        }
-        if !active.is_empty() {
-            tracing::info!(count = active.len(), "resumed unfinished sagas");
-        }
-        Ok(active.len())
-    }
-
-    /// Fire the timers that are overdue by more than the grace: their process died.
-    /// Timers are durable because their due time is part of the saga record.
-    async fn sweep(&self) -> Result<(), StoreError> {
-        let now = self.inner.clock.now_ms();
-        for saga in self.active().await? {
-            match pending_timer(&saga) {
-                Some((at, event)) if now >= at + SWEEP_GRACE_MS => {
-                    tracing::info!(transaction_id = %saga.id, "firing an overdue timer");
-                    let _ = self.apply_logged(&saga.id, &event).await;
-                }
-                None if saga.cursor == saga::Cursor::Idle && now >= saga.created_at + SWEEP_GRACE_MS => {
-                    let _ = self.apply_logged(&saga.id, &Event::Start).await;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn schedule(&self, id: &str, at: u64, event: Event) {
-        let delay = Duration::from_millis(at.saturating_sub(self.inner.clock.now_ms()));
-        let tx = self.inner.timers.clone();
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send((id, event));
-        });
     }
 
     /// Apply `event`, retrying a store that is briefly unavailable. False when it could not
@@ -327,11 +324,162 @@ impl Orchestrator {
         false
     }
 
+    /// Apply a batch of events (see the module documentation). Returns, for each event,
+    /// whether it was applied (or found stale), so that the caller acknowledges exactly those.
+    pub async fn apply_batch(&self, events: &[(String, Event)]) -> Vec<bool> {
+        let store = &self.inner.store;
+        // Group by saga, keeping each saga's events in arrival order.
+        let mut ids: Vec<&str> = Vec::new();
+        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, (id, _)) in events.iter().enumerate() {
+            groups
+                .entry(id.as_str())
+                .or_insert_with(|| {
+                    ids.push(id);
+                    Vec::new()
+                })
+                .push(i);
+        }
+        let mut done = vec![false; events.len()];
+        let loaded = match store.load_many(&ids).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::warn!("cannot load {} sagas: {e}; applying their events one by one", ids.len());
+                return self.apply_each(events, (0..events.len()).collect(), done).await;
+            }
+        };
+        let mut changes = Vec::new();
+        let mut changed_groups = Vec::new();
+        for (id, saga) in ids.iter().zip(loaded) {
+            let group = &groups[id];
+            let Some(saga) = saga else {
+                tracing::warn!(transaction_id = %id, "events for an unknown saga ignored");
+                group.iter().for_each(|&i| done[i] = true);
+                continue;
+            };
+            let mine: Vec<&Event> = group.iter().map(|&i| &events[i].1).collect();
+            match self.decide_all(saga, &mine) {
+                Some(change) => {
+                    changes.push(change);
+                    changed_groups.push(group);
+                }
+                None => group.iter().for_each(|&i| done[i] = true),
+            }
+        }
+        if changes.is_empty() {
+            return done;
+        }
+        let transitions: Vec<Transition> = changes.iter().map(|c| c.transition.clone()).collect();
+        let results = match store.commit(&transitions).await {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot commit {} transitions: {e}; applying their events one by one",
+                    transitions.len()
+                );
+                let retry = changed_groups.iter().flat_map(|g| g.iter().copied()).collect();
+                return self.apply_each(events, retry, done).await;
+            }
+        };
+        let mut committed = Vec::new();
+        let mut conflicted = Vec::new();
+        for ((change, group), result) in changes.into_iter().zip(changed_groups).zip(results) {
+            match result {
+                Committed::Ok => {
+                    group.iter().for_each(|&i| done[i] = true);
+                    committed.push(change);
+                }
+                // Another writer got there first: decide again from what it wrote.
+                Committed::Conflict => conflicted.extend(group.iter().copied()),
+                Committed::NotFound => group.iter().for_each(|&i| done[i] = true),
+            }
+        }
+        self.after_commit(committed).await;
+        if conflicted.is_empty() { done } else { self.apply_each(events, conflicted, done).await }
+    }
+
+    /// The slow path of [`Orchestrator::apply_batch`]: the events at `which`, one at a time.
+    async fn apply_each(&self, events: &[(String, Event)], which: Vec<usize>, mut done: Vec<bool>) -> Vec<bool> {
+        for i in which {
+            let (id, event) = &events[i];
+            done[i] = self.apply_logged(id, event).await;
+        }
+        done
+    }
+
+    /// The sagas that have not ended.
+    async fn active(&self) -> Result<Vec<Saga>, StoreError> {
+        let store = &self.inner.store;
+        let mut sagas = store.list(Some(SagaStatus::Running), usize::MAX).await?;
+        sagas.extend(store.list(Some(SagaStatus::Compensating), usize::MAX).await?);
+        Ok(sagas)
+    }
+
+    /// Pick up the sagas a previous process left unfinished: start the ones never started,
+    /// set their timers again and, when the bus lost what was in flight (it is not
+    /// [durable](EventBus::durable)), send again the command each one waits on (with the same
+    /// ids, so a worker that already ran it answers from its record). Returns how many it
+    /// resumed.
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let inner = &self.inner;
+        let active = self.active().await?;
+        let resend = !inner.bus.durable();
+        let mut commands = Vec::new();
+        for saga in &active {
+            let Some(wf) = inner.workflows.get(&saga.workflow) else {
+                tracing::error!(transaction_id = %saga.id, workflow = %saga.workflow, "cannot resume: its workflow is not loaded");
+                continue;
+            };
+            if saga.cursor == saga::Cursor::Idle {
+                let _ = self.apply_logged(&saga.id, &Event::Start).await;
+                continue;
+            }
+            if resend && let Some(cmd) = pending_command(wf, saga) {
+                commands.push(cmd);
+            }
+            if let Some((at, event)) = pending_timer(saga) {
+                inner.timers.set(&saga.id, at, event);
+            }
+        }
+        if !commands.is_empty()
+            && let Err(e) = inner.bus.send_commands(commands).await
+        {
+            tracing::warn!("cannot re-send the commands of resumed sagas: {e}; their timeouts will retry them");
+        }
+        if !active.is_empty() {
+            tracing::info!(count = active.len(), resent = resend, "resumed unfinished sagas");
+        }
+        Ok(active.len())
+    }
+
+    /// Fire the timers that are overdue by more than the grace: their process died (or is
+    /// far behind). Timers are durable because their due time is part of the saga record,
+    /// and the store indexes it.
+    async fn sweep(&self) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let before = self.inner.clock.now_ms().saturating_sub(SWEEP_GRACE_MS);
+        let ids = store.due_timers(before, SWEEP_BATCH).await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut events = Vec::new();
+        for saga in store.load_many(&refs).await?.into_iter().flatten() {
+            if let Some((at, event)) = pending_timer(&saga)
+                && at <= before
+            {
+                tracing::info!(transaction_id = %saga.id, "firing an overdue timer");
+                events.push((saga.id, event));
+            }
+        }
+        self.apply_batch(&events).await;
+        Ok(())
+    }
+
     /// Resume what a previous process left, then consume results and timers (and sweep for
     /// overdue ones) until `shutdown` turns true.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut timers =
-            self.inner.timers_rx.lock().expect("lock poisoned").take().expect("Orchestrator::run called twice");
+        let mut due = self.inner.due.lock().expect("lock poisoned").take().expect("Orchestrator::run called twice");
         let mut results = self.inner.bus.result_consumer().await?;
         self.recover().await?;
         let this = self.clone();
@@ -355,19 +503,18 @@ impl Orchestrator {
         let mut timer_shutdown = shutdown.clone();
         let timer_task = tokio::spawn(async move {
             loop {
-                let (id, event) = tokio::select! {
+                let batch = tokio::select! {
                     _ = timer_shutdown.changed() => break,
-                    t = timers.recv() => match t { Some(t) => t, None => break },
+                    t = due.recv() => match t { Some(t) => t, None => break },
                 };
-                // A timer that cannot be applied now is fired again by the sweeper later.
-                let _ =
-                    this.apply_logged(&id, &event).instrument(tracing::info_span!("timer", transaction_id = %id)).await;
+                // A timer that cannot be applied now is fired by the sweeper later.
+                this.apply_batch(&batch).await;
             }
         });
         loop {
             let batch = tokio::select! {
                 _ = shutdown.changed() => break,
-                b = results.recv(256) => b,
+                b = results.recv(RESULT_BATCH) => b,
             };
             let batch = match batch {
                 Ok(b) => b,
@@ -378,20 +525,21 @@ impl Orchestrator {
                 }
             };
             let mut tokens = Vec::with_capacity(batch.len());
+            let mut events = Vec::with_capacity(batch.len());
             for delivery in batch {
                 let r = delivery.message;
-                let span = tracing::info_span!(
-                    "result",
+                tracing::debug!(
                     otel.kind = "consumer",
                     transaction_id = %r.meta.transaction_id,
                     correlation_id = %r.meta.correlation_id,
                     command = %r.command,
+                    "result"
                 );
-                let id = r.meta.transaction_id.clone();
-                if self.apply_logged(&id, &Event::Result(r)).instrument(span).await {
-                    tokens.push(delivery.token);
-                }
+                tokens.push(delivery.token);
+                events.push((r.meta.transaction_id.clone(), Event::Result(r)));
             }
+            let done = self.apply_batch(&events).await;
+            let tokens: Vec<_> = tokens.into_iter().zip(done).filter_map(|(t, ok)| ok.then_some(t)).collect();
             if let Err(e) = results.ack(&tokens).await {
                 tracing::warn!("cannot acknowledge results: {e}");
             }

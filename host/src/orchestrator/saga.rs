@@ -148,6 +148,38 @@ pub enum Cursor {
     Done,
 }
 
+/// Something that happened to a saga, as its history records it. Written by the orchestrator in
+/// the same atomic commit as the transition it describes, so the history never disagrees with
+/// the record: an operator (or a test) reads it to see every attempt, failure and timeout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum HistoryEvent {
+    /// The saga began.
+    Started,
+    /// A command was sent for attempt `attempt` of `step`.
+    Dispatched { step: String, phase: Phase, attempt: u32, command: String },
+    /// The attempt succeeded.
+    Succeeded { step: String, phase: Phase, attempt: u32 },
+    /// The attempt failed (a missed deadline is code `timeout`); `retryable` failures are
+    /// retried while the policy allows.
+    Failed { step: String, phase: Phase, attempt: u32, code: String, message: String, retryable: bool },
+    /// The next attempt is due at `due_at` (ms since the epoch).
+    RetryScheduled { step: String, phase: Phase, attempt: u32, due_at: u64 },
+    /// The saga reached its terminal state.
+    Finished { status: SagaStatus },
+}
+
+/// One entry of a saga's history: when, what, and the revision the change produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+    /// The saga's revision after the commit that wrote this entry.
+    pub revision: u64,
+    #[serde(flatten)]
+    pub event: HistoryEvent,
+}
+
 /// One saga instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Saga {
@@ -169,6 +201,17 @@ pub struct Saga {
 }
 
 impl Saga {
+    /// When the timer the saga waits on is due (ms since the epoch): the deadline of the
+    /// attempt in flight, or the end of a retry's backoff. Stores index sagas by it, so that
+    /// timers whose host died are found without scanning every saga.
+    pub fn timer_due(&self) -> Option<u64> {
+        match &self.cursor {
+            Cursor::Awaiting { deadline_at, .. } => Some(*deadline_at),
+            Cursor::Backoff { due_at, .. } => Some(*due_at),
+            Cursor::Idle | Cursor::Done => None,
+        }
+    }
+
     /// A new saga of `wf`, not yet started.
     pub fn new(id: String, wf: &Workflow, input: Value, now: u64) -> Saga {
         Saga {

@@ -1,69 +1,112 @@
-//! An in-process [`SagaStore`]: a map behind a mutex. Nothing survives the process.
+//! An in-process [`SagaStore`]: maps behind a mutex. Nothing survives the process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Created, SagaStore, StoreError};
-use crate::orchestrator::saga::{Saga, SagaStatus};
+use super::{Committed, Created, SagaStore, StoreError, Transition};
+use crate::orchestrator::saga::{HistoryEntry, Saga, SagaStatus};
 use crate::protocol::Outcome;
+
+/// Everything behind one lock, so a transition (record, history, timer index) is applied as
+/// one step, as the durable stores do.
+#[derive(Default)]
+struct State {
+    sagas: HashMap<String, Saga>,
+    history: HashMap<String, Vec<HistoryEntry>>,
+    /// (due, id) of every saga waiting on a timer.
+    timers: BTreeSet<(u64, String)>,
+    outcomes: HashMap<(String, String), Outcome>,
+}
+
+impl State {
+    /// Write a transition whose revision was checked.
+    fn apply(&mut self, t: &Transition) {
+        let saga = &t.saga;
+        if let Some(due) = self.sagas.get(&saga.id).and_then(Saga::timer_due) {
+            self.timers.remove(&(due, saga.id.clone()));
+        }
+        if let Some(due) = saga.timer_due() {
+            self.timers.insert((due, saga.id.clone()));
+        }
+        self.history.entry(saga.id.clone()).or_default().extend(t.history.iter().cloned());
+        self.sagas.insert(saga.id.clone(), saga.clone());
+    }
+}
 
 /// A std `Mutex`, not an async one: every critical section is a few map operations and never
 /// awaits, so holding it across an `.await` cannot happen and contention stays short.
 #[derive(Default)]
 pub struct MemoryStore {
-    sagas: Mutex<HashMap<String, Saga>>,
-    outcomes: Mutex<HashMap<(String, String), Outcome>>,
+    state: Mutex<State>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("store lock poisoned")
+    }
 }
 
 #[async_trait]
 impl SagaStore for MemoryStore {
-    async fn create(&self, saga: &Saga) -> Result<Created, StoreError> {
-        let mut sagas = self.sagas.lock().expect("store lock poisoned");
-        if let Some(existing) = sagas.get(&saga.id) {
+    async fn create(&self, start: &Transition) -> Result<Created, StoreError> {
+        let mut state = self.state();
+        if let Some(existing) = state.sagas.get(&start.saga.id) {
             return Ok(Created::Existing(Box::new(existing.clone())));
         }
-        sagas.insert(saga.id.clone(), saga.clone());
+        state.apply(start);
         Ok(Created::New)
     }
 
     async fn load(&self, id: &str) -> Result<Option<Saga>, StoreError> {
-        Ok(self.sagas.lock().expect("store lock poisoned").get(id).cloned())
+        Ok(self.state().sagas.get(id).cloned())
     }
 
-    async fn commit(&self, saga: &Saga, expected_revision: u64) -> Result<(), StoreError> {
-        let mut sagas = self.sagas.lock().expect("store lock poisoned");
-        let stored = sagas.get_mut(&saga.id).ok_or_else(|| StoreError::NotFound(saga.id.clone()))?;
-        if stored.revision != expected_revision {
-            return Err(StoreError::Conflict { id: saga.id.clone(), expected: expected_revision });
-        }
-        *stored = saga.clone();
-        Ok(())
+    async fn commit(&self, batch: &[Transition]) -> Result<Vec<Committed>, StoreError> {
+        let mut state = self.state();
+        Ok(batch
+            .iter()
+            .map(|t| match state.sagas.get(&t.saga.id) {
+                None => Committed::NotFound,
+                Some(stored) if stored.revision != t.expected_revision => Committed::Conflict,
+                Some(_) => {
+                    state.apply(t);
+                    Committed::Ok
+                }
+            })
+            .collect())
     }
 
     async fn list(&self, status: Option<SagaStatus>, limit: usize) -> Result<Vec<Saga>, StoreError> {
-        let sagas = self.sagas.lock().expect("store lock poisoned");
-        let mut out: Vec<Saga> = sagas.values().filter(|s| status.is_none_or(|st| s.status == st)).cloned().collect();
+        let state = self.state();
+        let mut out: Vec<Saga> =
+            state.sagas.values().filter(|s| status.is_none_or(|st| s.status == st)).cloned().collect();
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         out.truncate(limit);
         Ok(out)
     }
 
+    async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        Ok(self.state().history.get(id).cloned().unwrap_or_default())
+    }
+
+    async fn due_timers(&self, before: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let state = self.state();
+        Ok(state.timers.iter().take_while(|(due, _)| *due <= before).take(limit).map(|(_, id)| id.clone()).collect())
+    }
+
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError> {
-        let outcomes = self.outcomes.lock().expect("store lock poisoned");
-        Ok(outcomes.get(&(command.to_owned(), idempotency_key.to_owned())).cloned())
+        Ok(self.state().outcomes.get(&(command.to_owned(), idempotency_key.to_owned())).cloned())
     }
 
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError> {
-        let mut outcomes = self.outcomes.lock().expect("store lock poisoned");
-        outcomes.entry((command.to_owned(), idempotency_key.to_owned())).or_insert_with(|| outcome.clone());
+        let mut state = self.state();
+        state.outcomes.entry((command.to_owned(), idempotency_key.to_owned())).or_insert_with(|| outcome.clone());
         Ok(())
     }
 }

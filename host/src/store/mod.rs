@@ -4,6 +4,13 @@
 //! - [`embedded`]: durable, one file on local disk (redb), for embedded `baton serve`.
 //! - [`redis`]: shared by the hosts of a distributed deployment.
 //!
+//! A store keeps, for each saga, its record, its history and the time its pending timer is
+//! due (an index, so that timers whose host died are found without reading every saga).
+//! Everything a [`Transition`] carries is written in one atomic step: the record, the history
+//! entries and, for a store that [dispatches commands](SagaStore::dispatches_commands), the
+//! commands themselves (the transactional outbox). A crash can never leave a transition
+//! half-applied.
+//!
 //! Besides sagas, a store keeps the terminal outcome of each command under
 //! (command, idempotency key), so that a duplicate command is answered from the record
 //! instead of running its worker twice.
@@ -14,8 +21,8 @@ pub mod redis;
 
 use async_trait::async_trait;
 
-use crate::orchestrator::saga::{Saga, SagaStatus};
-use crate::protocol::Outcome;
+use crate::orchestrator::saga::{HistoryEntry, Saga, SagaStatus};
+use crate::protocol::{CommandMessage, Outcome};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,25 +54,84 @@ pub enum Created {
     Existing(Box<Saga>),
 }
 
+/// One change of one saga, committed atomically: the saga as it is after the change, the
+/// commands the change emits and the history entries that describe it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The saga after the change; its `revision` is `expected_revision + 1`.
+    pub saga: Saga,
+    /// The revision the change was decided from (optimistic concurrency).
+    pub expected_revision: u64,
+    /// Commands to send to the workers.
+    pub commands: Vec<CommandMessage>,
+    /// What happened, for the saga's history.
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Transition {
+    /// A write of `saga` decided from `expected_revision`, with no commands and no history.
+    pub fn bare(saga: Saga, expected_revision: u64) -> Transition {
+        Transition { saga, expected_revision, commands: Vec::new(), history: Vec::new() }
+    }
+}
+
+/// What became of one transition of a [`SagaStore::commit`] batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    Ok,
+    /// The stored revision was not the expected one: reload and decide again.
+    Conflict,
+    /// No saga with that id.
+    NotFound,
+}
+
 /// Durable saga state and idempotency records.
 #[async_trait]
 pub trait SagaStore: Send + Sync + 'static {
-    /// Store a new saga, unless one with its id exists.
-    async fn create(&self, saga: &Saga) -> Result<Created, StoreError>;
+    /// Store a new saga, with the transition that started it, unless one with its id exists.
+    async fn create(&self, start: &Transition) -> Result<Created, StoreError>;
 
     /// The saga with this id.
     async fn load(&self, id: &str) -> Result<Option<Saga>, StoreError>;
 
-    /// Replace the saga if its stored revision is still `expected_revision`
-    /// (optimistic concurrency); `saga.revision` must be `expected_revision + 1`.
-    async fn commit(&self, saga: &Saga, expected_revision: u64) -> Result<(), StoreError>;
+    /// The sagas with these ids, in order (one round trip where the backend allows).
+    async fn load_many(&self, ids: &[&str]) -> Result<Vec<Option<Saga>>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.load(id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Commit a batch of transitions, each checked against its expected revision and applied
+    /// atomically (a batch may hold several sagas, at most one transition per saga). One
+    /// result per transition, in order; `Err` when the store could not be reached, in which
+    /// case none, some or all may have been applied.
+    async fn commit(&self, batch: &[Transition]) -> Result<Vec<Committed>, StoreError>;
+
+    /// True when [`commit`](SagaStore::commit) and [`create`](SagaStore::create) also put the
+    /// transition's commands on the bus, in the same atomic step (the Redis store with the
+    /// Redis Streams transport). Otherwise the caller sends them once the commit returns.
+    fn dispatches_commands(&self) -> bool {
+        false
+    }
 
     /// Sagas, newest first, optionally of one status, at most `limit`.
     async fn list(&self, status: Option<SagaStatus>, limit: usize) -> Result<Vec<Saga>, StoreError>;
 
+    /// The history of a saga, oldest first (empty when the saga does not exist).
+    async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Ids of sagas whose pending timer was due at or before `before` (ms since the epoch),
+    /// earliest first, at most `limit`.
+    async fn due_timers(&self, before: u64, limit: usize) -> Result<Vec<String>, StoreError>;
+
     /// The recorded terminal outcome of `command` under `idempotency_key`.
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError>;
 
-    /// Record a terminal outcome. The first record wins: a later one for the same key is ignored.
+    /// Record a terminal outcome. The first record wins: a later one for the same key is
+    /// ignored. A store may make the record durable together with the next commit rather
+    /// than at once (the embedded store does, see there): it is never later than the commit
+    /// of the saga transition that consumes the outcome.
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError>;
 }

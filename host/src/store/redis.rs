@@ -6,45 +6,101 @@
 //! - `<p>:status:<status>`: sorted set of ids scored by creation time, for `list` and for
 //!   finding unfinished sagas after a crash.
 //! - `<p>:all`: sorted set of every id, scored by creation time.
+//! - `<p>:timers`: sorted set of the ids of sagas waiting on a timer, scored by its due time,
+//!   so the sweeper finds timers whose host died with one range query.
+//! - `<p>:history:<id>`: list of the saga's history entries (JSON), oldest first.
+//! - `<p>:events`: the lifecycle stream, capped (`MAXLEN ~`): one entry per transition with
+//!   the saga id, its status and the transition's history entries, for observers.
 //! - `<p>:outcome:<command>:<key>`: a recorded terminal outcome (JSON), written with `SET NX`.
 //!
-//! `create` and `commit` are Lua scripts, so the revision check, the write and the index
-//! update happen atomically on the server: two orchestrators can never both commit the same
-//! revision. The scripts compute index keys from the prefix, so they assume one Redis (not a
-//! cluster), as the rest of the Redis mode does.
+//! # Atomic transitions, and the outbox
+//!
+//! `create` and `commit` run one Lua script over the whole batch. For each transition it
+//! checks the revision, writes the record and indexes, appends the history, adds the
+//! lifecycle entry and, with [`RedisStore::with_stream_outbox`], appends the transition's
+//! commands to their command streams (`<p>:cmd:<command>`, as the Redis Streams transport
+//! reads them). Redis runs a script without interleaving anything else, so a transition and
+//! the commands it emits are committed together or not at all: no crash between "saved" and
+//! "sent" can lose a command, and two orchestrators can never both commit the same revision.
+//! One round trip carries the batch.
+//!
+//! The scripts compute keys from the prefix, so they assume one Redis (not a cluster), as
+//! the rest of the Redis mode does.
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use super::{Created, SagaStore, StoreError};
-use crate::orchestrator::saga::{Saga, SagaStatus};
+use super::{Committed, Created, SagaStore, StoreError, Transition};
+use crate::bus::{cloudevents, redis_streams};
+use crate::orchestrator::saga::{HistoryEntry, Saga, SagaStatus};
 use crate::protocol::Outcome;
 
-/// Creates the saga unless its id exists; returns the stored record when it does.
-const CREATE: &str = r#"
-local existing = redis.call('HGET', KEYS[1], 'data')
-if existing then return existing end
-redis.call('HSET', KEYS[1], 'data', ARGV[1], 'rev', ARGV[2], 'status', ARGV[3])
-redis.call('ZADD', ARGV[5] .. ':status:' .. ARGV[3], ARGV[4], ARGV[6])
-redis.call('ZADD', ARGV[5] .. ':all', ARGV[4], ARGV[6])
-return false
+/// Applies a batch of transitions. ARGV: prefix, lifecycle stream length (0: none), the
+/// number of transitions, then for each: mode (`c` create, `u` update), id, record, expected
+/// revision, new revision, status, creation time, timer due time (`''`: none), the number of
+/// history entries and the entries, the number of commands and (stream, event) pairs.
+///
+/// Returns one value per transition: for an update 1 (done), 0 (revision conflict) or -1
+/// (no such saga); for a create 1 (done) or the existing record.
+const APPLY: &str = r#"
+local p = ARGV[1]
+local maxlen = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local i = 4
+local out = {}
+for t = 1, n do
+  local mode, id, data, expected, rev, status, created, due =
+    ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7]
+  local nh = tonumber(ARGV[i+8])
+  local h0 = i + 9
+  local nc = tonumber(ARGV[h0 + nh])
+  local c0 = h0 + nh + 1
+  i = c0 + 2 * nc
+  local key = p .. ':saga:' .. id
+  local result = nil
+  local old_status = nil
+  if mode == 'c' then
+    result = redis.call('HGET', key, 'data') or nil
+  else
+    local cur = redis.call('HMGET', key, 'rev', 'status')
+    if not cur[1] then result = -1
+    elseif cur[1] ~= expected then result = 0
+    else old_status = cur[2] end
+  end
+  if result == nil then
+    redis.call('HSET', key, 'data', data, 'rev', rev, 'status', status)
+    if old_status ~= status then
+      if old_status then redis.call('ZREM', p .. ':status:' .. old_status, id) end
+      redis.call('ZADD', p .. ':status:' .. status, created, id)
+    end
+    if mode == 'c' then redis.call('ZADD', p .. ':all', created, id) end
+    if due == '' then
+      redis.call('ZREM', p .. ':timers', id)
+    else
+      redis.call('ZADD', p .. ':timers', due, id)
+    end
+    if nh > 0 then
+      local entries = {}
+      for h = 0, nh - 1 do entries[h + 1] = ARGV[h0 + h] end
+      redis.call('RPUSH', p .. ':history:' .. id, unpack(entries))
+      if maxlen > 0 then
+        redis.call('XADD', p .. ':events', 'MAXLEN', '~', maxlen, '*',
+          'saga', id, 'status', status, 'revision', rev, 'history', '[' .. table.concat(entries, ',') .. ']')
+      end
+    end
+    for c = 0, nc - 1 do
+      redis.call('XADD', ARGV[c0 + 2 * c], '*', 'event', ARGV[c0 + 2 * c + 1])
+    end
+    result = 1
+  end
+  out[t] = result
+end
+return out
 "#;
 
-/// Replaces the saga if its revision is still the expected one. Returns 1 on success, 0 on a
-/// conflict, -1 when the saga does not exist.
-const COMMIT: &str = r#"
-local rev = redis.call('HGET', KEYS[1], 'rev')
-if not rev then return -1 end
-if rev ~= ARGV[2] then return 0 end
-local old = redis.call('HGET', KEYS[1], 'status')
-redis.call('HSET', KEYS[1], 'data', ARGV[1], 'rev', ARGV[3], 'status', ARGV[4])
-if old ~= ARGV[4] then
-  redis.call('ZREM', ARGV[6] .. ':status:' .. old, ARGV[7])
-  redis.call('ZADD', ARGV[6] .. ':status:' .. ARGV[4], ARGV[5], ARGV[7])
-end
-return 1
-"#;
+/// Entries the lifecycle stream keeps (approximately: Redis trims in whole nodes).
+pub const DEFAULT_EVENTS_MAXLEN: usize = 10_000;
 
 /// See the module documentation. Cheap to clone (the connection is multiplexed and
 /// reconnects by itself).
@@ -52,8 +108,10 @@ return 1
 pub struct RedisStore {
     con: ConnectionManager,
     prefix: String,
-    create: Script,
-    commit: Script,
+    apply: Script,
+    /// Whether the script appends commands to their streams (the Streams transport).
+    outbox: bool,
+    events_maxlen: usize,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -68,7 +126,27 @@ impl RedisStore {
     /// Connect to `url` and keep every key under `prefix` (e.g. `baton`).
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisStore> {
         let (_, con) = crate::redis_conn::connect(url).await?;
-        Ok(RedisStore { con, prefix: prefix.to_owned(), create: Script::new(CREATE), commit: Script::new(COMMIT) })
+        Ok(RedisStore {
+            con,
+            prefix: prefix.to_owned(),
+            apply: Script::new(APPLY),
+            outbox: false,
+            events_maxlen: DEFAULT_EVENTS_MAXLEN,
+        })
+    }
+
+    /// Append each transition's commands to their Redis Streams in the transition's own
+    /// script (see the module documentation). Use with the Redis Streams transport on the
+    /// same Redis and prefix.
+    pub fn with_stream_outbox(mut self) -> RedisStore {
+        self.outbox = true;
+        self
+    }
+
+    /// Cap the lifecycle stream at about `maxlen` entries; 0 writes none.
+    pub fn with_events_maxlen(mut self, maxlen: usize) -> RedisStore {
+        self.events_maxlen = maxlen;
+        self
     }
 
     fn saga_key(&self, id: &str) -> String {
@@ -78,27 +156,53 @@ impl RedisStore {
     fn outcome_key(&self, command: &str, key: &str) -> String {
         format!("{}:outcome:{command}:{key}", self.prefix)
     }
+
+    /// Run [`APPLY`] over `(mode, transition)` pairs.
+    async fn apply(&self, batch: &[(&str, &Transition)]) -> Result<Vec<redis::Value>, StoreError> {
+        let mut invocation = self.apply.prepare_invoke();
+        invocation.arg(&self.prefix).arg(self.events_maxlen).arg(batch.len());
+        for (mode, t) in batch {
+            let saga = &t.saga;
+            let data = serde_json::to_string(saga).map_err(unavailable)?;
+            invocation
+                .arg(*mode)
+                .arg(&saga.id)
+                .arg(data)
+                .arg(t.expected_revision)
+                .arg(saga.revision)
+                .arg(saga.status.as_str())
+                .arg(saga.created_at)
+                .arg(saga.timer_due().map(|d| d.to_string()).unwrap_or_default())
+                .arg(t.history.len());
+            for entry in &t.history {
+                invocation.arg(serde_json::to_string(entry).map_err(unavailable)?);
+            }
+            let commands = if self.outbox { t.commands.as_slice() } else { &[] };
+            invocation.arg(commands.len());
+            for c in commands {
+                invocation
+                    .arg(redis_streams::command_stream(&self.prefix, &c.name))
+                    .arg(cloudevents::encode_command(c));
+            }
+        }
+        let out: Vec<redis::Value> = invocation.invoke_async(&mut self.con.clone()).await.map_err(unavailable)?;
+        if out.len() != batch.len() {
+            return Err(StoreError::Unavailable(format!("the apply script answered {} of {}", out.len(), batch.len())));
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]
 impl SagaStore for RedisStore {
-    async fn create(&self, saga: &Saga) -> Result<Created, StoreError> {
-        let data = serde_json::to_string(saga).map_err(unavailable)?;
-        let existing: Option<String> = self
-            .create
-            .key(self.saga_key(&saga.id))
-            .arg(data)
-            .arg(saga.revision)
-            .arg(saga.status.as_str())
-            .arg(saga.created_at)
-            .arg(&self.prefix)
-            .arg(&saga.id)
-            .invoke_async(&mut self.con.clone())
-            .await
-            .map_err(unavailable)?;
-        match existing {
-            Some(data) => Ok(Created::Existing(Box::new(decode(&data)?))),
-            None => Ok(Created::New),
+    async fn create(&self, start: &Transition) -> Result<Created, StoreError> {
+        let out = self.apply(&[("c", start)]).await?;
+        match &out[0] {
+            redis::Value::Int(1) => Ok(Created::New),
+            other => {
+                let data: String = redis::from_redis_value_ref(other).map_err(unavailable)?;
+                Ok(Created::Existing(Box::new(decode(&data)?)))
+            }
         }
     }
 
@@ -107,26 +211,36 @@ impl SagaStore for RedisStore {
         data.map(|d| decode(&d)).transpose()
     }
 
-    async fn commit(&self, saga: &Saga, expected_revision: u64) -> Result<(), StoreError> {
-        let data = serde_json::to_string(saga).map_err(unavailable)?;
-        let result: i64 = self
-            .commit
-            .key(self.saga_key(&saga.id))
-            .arg(data)
-            .arg(expected_revision.to_string())
-            .arg(saga.revision.to_string())
-            .arg(saga.status.as_str())
-            .arg(saga.created_at)
-            .arg(&self.prefix)
-            .arg(&saga.id)
-            .invoke_async(&mut self.con.clone())
-            .await
-            .map_err(unavailable)?;
-        match result {
-            1 => Ok(()),
-            0 => Err(StoreError::Conflict { id: saga.id.clone(), expected: expected_revision }),
-            _ => Err(StoreError::NotFound(saga.id.clone())),
+    async fn load_many(&self, ids: &[&str]) -> Result<Vec<Option<Saga>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(self.saga_key(id), "data");
+        }
+        let records: Vec<Option<String>> = pipe.query_async(&mut self.con.clone()).await.map_err(unavailable)?;
+        records.into_iter().map(|d| d.map(|d| decode(&d)).transpose()).collect()
+    }
+
+    async fn commit(&self, batch: &[Transition]) -> Result<Vec<Committed>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs: Vec<(&str, &Transition)> = batch.iter().map(|t| ("u", t)).collect();
+        let out = self.apply(&pairs).await?;
+        Ok(out
+            .iter()
+            .map(|v| match v {
+                redis::Value::Int(1) => Committed::Ok,
+                redis::Value::Int(0) => Committed::Conflict,
+                _ => Committed::NotFound,
+            })
+            .collect())
+    }
+
+    fn dispatches_commands(&self) -> bool {
+        self.outbox
     }
 
     async fn list(&self, status: Option<SagaStatus>, limit: usize) -> Result<Vec<Saga>, StoreError> {
@@ -152,6 +266,18 @@ impl SagaStore for RedisStore {
         let mut out: Vec<Saga> = records.into_iter().flatten().map(|d| decode(&d)).collect::<Result<_, _>>()?;
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         Ok(out)
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let key = format!("{}:history:{id}", self.prefix);
+        let entries: Vec<String> = self.con.clone().lrange(key, 0, -1).await.map_err(unavailable)?;
+        entries.iter().map(|e| decode(e)).collect()
+    }
+
+    async fn due_timers(&self, before: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let key = format!("{}:timers", self.prefix);
+        let count = isize::try_from(limit).unwrap_or(isize::MAX);
+        self.con.clone().zrangebyscore_limit(key, "-inf", before, 0, count).await.map_err(unavailable)
     }
 
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError> {
