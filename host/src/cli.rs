@@ -348,12 +348,14 @@ async fn serve(
     let (store, bus, mode): (Arc<dyn SagaStore>, Arc<dyn EventBus>, String) = match redis {
         Some(url) => {
             let store = crate::store::redis::RedisStore::connect(url, prefix).await?;
-            let bus: Arc<dyn EventBus> = match transport {
-                Transport::RedisStreams => {
-                    Arc::new(crate::bus::redis_streams::RedisStreamsBus::connect(url, prefix, streams).await?)
-                }
+            let (store, bus): (_, Arc<dyn EventBus>) = match transport {
+                // The store appends commands to their streams in the commit itself.
+                Transport::RedisStreams => (
+                    store.with_stream_outbox(),
+                    Arc::new(crate::bus::redis_streams::RedisStreamsBus::connect(url, prefix, streams).await?),
+                ),
                 Transport::RedisPubsub => {
-                    Arc::new(crate::bus::redis_pubsub::RedisPubSubBus::connect(url, prefix).await?)
+                    (store, Arc::new(crate::bus::redis_pubsub::RedisPubSubBus::connect(url, prefix).await?))
                 }
             };
             (Arc::new(store), bus, format!("distributed, Redis {url}, {transport:?}, prefix {prefix:?}"))
@@ -373,29 +375,24 @@ async fn serve(
     };
     let node = Node::start(parts, role);
     let (stop_api, stop_rx) = tokio::sync::watch::channel(false);
-    let api = if role.orchestrates() {
-        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
-            format!("cannot listen on {listen}: is another baton running? choose another with --listen")
-        })?;
-        let addr = listener.local_addr()?;
-        eprintln!("baton: serving on http://{addr} ({mode}, role {role:?})");
-        let router = crate::api::router(node.orchestrator.clone());
-        let mut rx = stop_rx.clone();
-        Some(tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { while rx.changed().await.is_ok() && !*rx.borrow() {} })
-                .await
-        }))
-    } else {
-        eprintln!("baton: working ({mode}, role {role:?})");
-        None
-    };
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen}: is another baton running? choose another with --listen")
+    })?;
+    let addr = listener.local_addr()?;
+    // A worker-only host serves its health check alone: it holds no saga to show.
+    let router =
+        if role.orchestrates() { crate::api::router(node.orchestrator.clone()) } else { crate::api::health_router() };
+    eprintln!("baton: serving on http://{addr} ({mode}, role {role:?})");
+    let mut rx = stop_rx.clone();
+    let api = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { while rx.changed().await.is_ok() && !*rx.borrow() {} })
+            .await
+    });
     shutdown_signal().await;
     eprintln!("baton: stopping");
     let _ = stop_api.send(true);
-    if let Some(api) = api {
-        api.await??;
-    }
+    api.await??;
     node.shutdown().await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -89,6 +89,15 @@ impl Server {
         }
     }
 
+    /// Check the history of every saga in `ids` with [`check_history`].
+    pub async fn check_histories(&self, ids: &[String]) {
+        for id in ids {
+            let (code, history) = self.get(&format!("/v1/sagas/{id}/history")).await;
+            assert_eq!(code, 200, "{id}: {history}");
+            check_history(id, &history);
+        }
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill(mut self) {
         self.child.kill().expect("kill");
@@ -130,6 +139,33 @@ pub fn order_case(i: usize) -> (Value, &'static str) {
             (v, "completed")
         }
     }
+}
+
+/// The invariants of a saga's history, whatever its workflow: it started once, ended once,
+/// and no step (or compensation) is recorded as succeeded twice, however many hosts died,
+/// commands were redelivered or timers fired twice on the way.
+pub fn check_history(id: &str, history: &Value) {
+    let entries = history.as_array().unwrap_or_else(|| panic!("{id}: history is not a list: {history}"));
+    let count = |event: &str| entries.iter().filter(|e| e["event"] == event).count();
+    assert_eq!(count("started"), 1, "{id}: started once: {history:#}");
+    assert_eq!(count("finished"), 1, "{id}: exactly one terminal state: {history:#}");
+    let mut succeeded = std::collections::BTreeSet::new();
+    for e in entries.iter().filter(|e| e["event"] == "succeeded") {
+        let key = (e["step"].to_string(), e["phase"].to_string());
+        assert!(
+            succeeded.insert(key),
+            "{id}: step {} ({}) recorded completed twice: {history:#}",
+            e["step"],
+            e["phase"]
+        );
+    }
+    // Only what was done is undone.
+    for e in entries.iter().filter(|e| e["event"] == "dispatched" && e["phase"] == "compensate") {
+        let done = (e["step"].to_string(), "\"forward\"".to_owned());
+        assert!(succeeded.contains(&done), "{id}: compensated {} which never completed: {history:#}", e["step"]);
+    }
+    let revisions: Vec<u64> = entries.iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert!(revisions.windows(2).all(|w| w[0] <= w[1]), "{id}: history in commit order: {revisions:?}");
 }
 
 /// The invariants of a finished order saga: the status its input implies, and compensation

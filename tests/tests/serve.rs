@@ -84,6 +84,7 @@ async fn embedded_sagas_survive_a_sigkill() {
     for (i, saga) in sagas.iter().enumerate() {
         check_order_saga(i, saga);
     }
+    server.check_histories(&ids).await;
     eprintln!("{before} of {N} sagas were submitted before the SIGKILL; all {N} finished as their input implies");
 }
 
@@ -132,6 +133,7 @@ async fn redis_sagas_survive_a_sigkill() {
     for (i, saga) in sagas.iter().enumerate() {
         check_order_saga(i, saga);
     }
+    server.check_histories(&ids).await;
     drop(server);
     baton_tests::delete_prefix(&prefix);
 }
@@ -155,6 +157,7 @@ async fn three_redis_hosts_share_the_work_and_lose_nothing_when_one_dies() {
     for (i, saga) in sagas.iter().enumerate() {
         check_order_saga(i, saga);
     }
+    b.check_histories(&ids).await;
     // Every host joined the command's consumer group, which shares the stream among them.
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut con = client.get_connection().unwrap();
@@ -204,6 +207,34 @@ retry = { attempts = 2, backoff = "3s", max_backoff = "3s", multiplier = 1.0 }
     let saga = &server.wait_all(&["backoff-1".to_owned()], Duration::from_secs(30)).await[0];
     assert_eq!(saga["status"], "completed", "{saga:#}");
     assert_eq!(saga["steps"][0]["attempts"], 2, "the retry ran once, after the restart");
+}
+
+/// A step timeout set by one process fires in the next: the orchestrator that sent the
+/// command dies, no worker ever answers, and the restarted orchestrator times the step out
+/// from the deadline in the saga record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_timeout_survives_a_sigkill() {
+    let prefix = baton_tests::unique_prefix("timeout_sigkill");
+    let url = baton_tests::redis_url();
+    let workflows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        workflows.path().join("unanswered.toml"),
+        "name = \"unanswered\"\n[[step]]\nname = \"e\"\ncommand = \"testkit.echo\"\ntimeout = \"2s\"\nretry = { attempts = 1 }\n",
+    )
+    .unwrap();
+    let wf = workflows.path().to_str().unwrap();
+    let args = ["--redis", url.as_str(), "--prefix", prefix.as_str(), "--workflows", wf, "--role", "orchestrator"];
+    let server = Server::start(&args).await;
+    let (code, _) = server.start_saga("unanswered", "to-1", &serde_json::json!({})).await.unwrap();
+    assert_eq!(code, 201);
+    server.kill();
+    let server = Server::start(&args).await;
+    let saga = &server.wait_all(&["to-1".to_owned()], Duration::from_secs(30)).await[0];
+    assert_eq!(saga["status"], "compensated", "{saga:#}");
+    assert_eq!(saga["error"]["code"], "timeout", "{saga:#}");
+    server.check_histories(&["to-1".to_owned()]).await;
+    drop(server);
+    baton_tests::delete_prefix(&prefix);
 }
 
 /// A Redis of our own, so we can stop it without disturbing the tests that share the
@@ -276,6 +307,7 @@ async fn sagas_carry_on_after_redis_goes_away_for_a_few_seconds() {
     for (i, saga) in sagas.iter().enumerate() {
         check_order_saga(i, saga);
     }
+    server.check_histories(&ids).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +328,9 @@ async fn pubsub_loses_a_command_nobody_hears_and_the_step_timeout_resends_it() {
     let (code, _) = orchestrator.start_saga("echo", "ps-1", &serde_json::json!({"hello": "world"})).await.unwrap();
     assert_eq!(code, 201);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let worker = Server::start(&[&common[..], &["--role", "all"]].concat()).await;
+    // A worker-only host: an orchestrator here would re-send the pending command at its
+    // start, and the first attempt would not be lost.
+    let worker = Server::start(&[&common[..], &["--role", "worker"]].concat()).await;
     let saga = &orchestrator.wait_all(&["ps-1".to_owned()], Duration::from_secs(30)).await[0];
     assert_eq!(saga["status"], "completed", "{saga:#}");
     assert!(

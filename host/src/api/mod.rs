@@ -4,8 +4,9 @@
 //! |---|---|
 //! | `POST /v1/sagas` `{"workflow", "input", "id"?}` | start a saga; with an `id`, a retried start returns the existing saga (200) instead of a second one (201) |
 //! | `GET /v1/sagas/{id}[?wait=SECS]` | the saga; with `wait`, hold the answer until it ends (or the time is up) |
+//! | `GET /v1/sagas/{id}/history` | what happened to the saga, oldest first: every dispatch, result, retry and the end |
 //! | `GET /v1/sagas[?status=S&limit=N]` | sagas, newest first |
-//! | `GET /healthz` | 200 when the host is up |
+//! | `GET /healthz` | 200 when the host is up (worker-only hosts serve this alone) |
 //!
 //! Every error is JSON, `{"error": {"code", "message"}}`, with a 4xx for what the caller can
 //! fix (bad JSON, an unknown workflow, an unknown status) and a 5xx for what it cannot.
@@ -50,10 +51,16 @@ impl From<StoreError> for ApiError {
 /// The routes, over an orchestrator.
 pub fn router(orchestrator: Orchestrator) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/sagas", get(list).post(start))
         .route("/v1/sagas/{id}", get(get_one))
+        .route("/v1/sagas/{id}/history", get(history))
         .with_state(orchestrator)
+        .merge(health_router())
+}
+
+/// The routes of a host that only runs workers: a health check for its supervisor.
+pub fn health_router() -> Router {
+    Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
 }
 
 #[derive(Deserialize)]
@@ -125,6 +132,13 @@ async fn get_one(
         // Time is up: the saga as it is now.
         Err(_) => Ok(Json(o.get(&id).await?.unwrap_or(saga)).into_response()),
     }
+}
+
+async fn history(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if o.get(&id).await?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no saga with id {id:?}")));
+    }
+    Ok(Json(o.history(&id).await?).into_response())
 }
 
 #[derive(Deserialize)]
