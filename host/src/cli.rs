@@ -143,6 +143,44 @@ pub enum Command {
         #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
         server: String,
     },
+    /// Measure throughput and latency: run a host in this process and keep sagas in flight.
+    ///
+    /// Prints completed sagas per second, end-to-end latency percentiles (start to terminal
+    /// state), steps per second, what did not complete and why, and the CPU time used.
+    Bench {
+        /// The workflow to run.
+        workflow: String,
+        /// Every saga's input: JSON text, or @FILE.
+        #[arg(long)]
+        input: String,
+        /// Sagas in flight at once.
+        #[arg(long, short = 'c', default_value_t = 16)]
+        concurrency: usize,
+        /// Seconds to measure (after the warm-up).
+        #[arg(long, default_value = "10", conflicts_with = "sagas")]
+        duration: f64,
+        /// Measure this many sagas instead of a duration.
+        #[arg(long)]
+        sagas: Option<usize>,
+        /// Seconds to run before measuring (caches, connections, the allocator).
+        #[arg(long, default_value = "2")]
+        warmup: f64,
+        /// embedded: a durable redb store in a fresh directory; redis: Redis store and Streams.
+        #[arg(long, value_enum, default_value = "embedded")]
+        mode: crate::bench::Mode,
+        /// Redis for --mode redis (a fresh key prefix is used, and deleted afterwards).
+        #[arg(long, env = "BATON_REDIS", default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// Commands the worker pool runs at once.
+        #[arg(long, default_value_t = 64)]
+        worker_concurrency: usize,
+        /// Data directory for --mode embedded (kept afterwards) [default: a fresh temporary one].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print one JSON object instead of a report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every workflow against the loaded plugins; list all problems.
     Check,
     /// List the plugins, their commands and schemas.
@@ -224,7 +262,57 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { json } => plugins(&cli, *json).await,
+        Command::Bench {
+            workflow,
+            input,
+            concurrency,
+            duration,
+            sagas,
+            warmup,
+            mode,
+            redis,
+            worker_concurrency,
+            data,
+            json,
+        } => {
+            let seconds = |name: &str, v: f64| {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(std::time::Duration::from_secs_f64(v))
+                } else {
+                    Err(anyhow::anyhow!("--{name} must be a number of seconds, 0 or more (got {v})"))
+                }
+            };
+            let config = crate::bench::BenchConfig {
+                workflow: workflow.clone(),
+                input: read_input(input)?,
+                mode: *mode,
+                redis_url: redis.clone(),
+                concurrency: *concurrency,
+                duration: seconds("duration", *duration)?,
+                sagas: *sagas,
+                warmup: seconds("warmup", *warmup)?,
+                worker_concurrency: *worker_concurrency,
+                data: data.clone(),
+                progress: !*json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            bench(&cli, config, *json).await
+        }
     }
+}
+
+async fn bench(cli: &Cli, config: crate::bench::BenchConfig, json: bool) -> anyhow::Result<ExitCode> {
+    let (runtime, _) = load_runtime(cli).await?;
+    let (catalog, errors) = load_workflows(&cli.workflows, &runtime.command_names())?;
+    if let Some(e) = errors.iter().find(|e| e.workflow.as_deref() == Some(config.workflow.as_str())) {
+        bail!("workflow {:?} cannot run: {e}", config.workflow);
+    }
+    let report = crate::bench::run(config, runtime, catalog).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report.print();
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime_config(cli: &Cli) -> RuntimeConfig {

@@ -15,10 +15,12 @@
 //! - [`store`]: the [`store::SagaStore`] trait and its implementations.
 //! - [`runtime`]: wasmtime engine, plugin loading and caching, sandbox limits, worker loop.
 //! - [`api`]: the HTTP API.
+//! - [`bench`]: `baton bench`, the load generator.
 //! - [`node`]: wiring: an orchestrator and a worker pool sharing one bus and one store.
 //! - [`cli`]: the `baton` command line.
 
 pub mod api;
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod node;

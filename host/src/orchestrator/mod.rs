@@ -71,6 +71,12 @@ const MAX_CONFLICT_RETRIES: usize = 16;
 /// Most results taken from the bus at once; one batch is one load, one commit, one send.
 const RESULT_BATCH: usize = 256;
 
+/// Result batches being applied at once. One would leave the store idle while each batch's
+/// commands go out and the next batch is read, and make every step wait for two commits;
+/// a few keep the store's group commit fed. A saga has one command out at a time, so two
+/// batches rarely touch the same saga, and when they do the optimistic check sorts it out.
+const BATCHES_IN_FLIGHT: usize = 4;
+
 /// How often the sweeper looks for timers that nobody will fire (their process died).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -103,12 +109,23 @@ struct Inner {
     timers: Timers,
     /// Due timers come back here; taken by [`Orchestrator::run`].
     due: std::sync::Mutex<Option<mpsc::UnboundedReceiver<timers::Due>>>,
-    /// Ids of sagas that reached a terminal state, for [`Orchestrator::wait`].
-    finished: broadcast::Sender<String>,
+    /// Sagas that reached a terminal state, for [`Orchestrator::wait`] and observers.
+    finished: broadcast::Sender<Arc<Finished>>,
     /// Makes generated saga ids unique within this process.
     sequence: AtomicU64,
     /// Makes generated saga ids unique across processes.
     salt: u64,
+}
+
+/// A saga that ended, as this process announces it (see [`Orchestrator::finished`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub id: String,
+    pub status: SagaStatus,
+    /// The code of the failure that made it compensate, if it did.
+    pub error: Option<String>,
+    /// Commands it sent in all: attempts of steps and of compensations.
+    pub commands: u32,
 }
 
 /// A decided change, ready to commit, and the timer the saga waits on after it.
@@ -186,8 +203,9 @@ impl Orchestrator {
         self.inner.store.list(status, limit).await
     }
 
-    /// A receiver of the ids of sagas that end, as this process ends them.
-    pub fn finished(&self) -> broadcast::Receiver<String> {
+    /// A receiver of the sagas that end, as this process ends them. A receiver that falls
+    /// more than a few thousand behind misses some (it sees `Lagged`) and must read the store.
+    pub fn finished(&self) -> broadcast::Receiver<Arc<Finished>> {
         self.inner.finished.subscribe()
     }
 
@@ -205,7 +223,7 @@ impl Orchestrator {
                 tokio::select! {
                     _ = &mut poll => break,
                     r = finished.recv() => match r {
-                        Ok(done) if done == id => break,
+                        Ok(done) if done.id == id => break,
                         Ok(_) => continue,
                         Err(broadcast::error::RecvError::Lagged(_)) => break,
                         Err(broadcast::error::RecvError::Closed) => {
@@ -267,7 +285,14 @@ impl Orchestrator {
             }
             if saga.status.is_terminal() {
                 tracing::info!(transaction_id = %saga.id, status = %saga.status, "saga finished");
-                let _ = inner.finished.send(saga.id.clone());
+                let commands =
+                    saga.steps.iter().map(|s| s.attempts + s.compensation.as_ref().map_or(0, |c| c.attempts)).sum();
+                let _ = inner.finished.send(Arc::new(Finished {
+                    id: saga.id.clone(),
+                    status: saga.status,
+                    error: saga.error.as_ref().map(|e| e.code.clone()),
+                    commands,
+                }));
             }
             if !inner.store.dispatches_commands() {
                 commands.extend(change.transition.commands);
@@ -476,6 +501,22 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Acknowledge the results a finished batch applied.
+    async fn ack(
+        &self,
+        results: &mut dyn crate::bus::Consumer<crate::protocol::ResultMessage>,
+        done: Result<Vec<crate::bus::AckToken>, tokio::task::JoinError>,
+    ) {
+        let tokens = match done {
+            Ok(tokens) => tokens,
+            // Unacknowledged, its results come back (or their timeouts retry the steps).
+            Err(e) => return tracing::error!("a result batch failed: {e}"),
+        };
+        if let Err(e) = results.ack(&tokens).await {
+            tracing::warn!("cannot acknowledge results: {e}");
+        }
+    }
+
     /// Resume what a previous process left, then consume results and timers (and sweep for
     /// overdue ones) until `shutdown` turns true.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -511,7 +552,18 @@ impl Orchestrator {
                 this.apply_batch(&batch).await;
             }
         });
+        // Batches being applied; each gives back the tokens of the results it applied.
+        let mut in_flight = tokio::task::JoinSet::new();
         loop {
+            // Acknowledge what is done, and wait for room before reading more.
+            while let Some(done) = in_flight.try_join_next() {
+                self.ack(results.as_mut(), done).await;
+            }
+            if in_flight.len() >= BATCHES_IN_FLIGHT
+                && let Some(done) = in_flight.join_next().await
+            {
+                self.ack(results.as_mut(), done).await;
+            }
             let batch = tokio::select! {
                 _ = shutdown.changed() => break,
                 b = results.recv(RESULT_BATCH) => b,
@@ -538,11 +590,15 @@ impl Orchestrator {
                 tokens.push(delivery.token);
                 events.push((r.meta.transaction_id.clone(), Event::Result(r)));
             }
-            let done = self.apply_batch(&events).await;
-            let tokens: Vec<_> = tokens.into_iter().zip(done).filter_map(|(t, ok)| ok.then_some(t)).collect();
-            if let Err(e) = results.ack(&tokens).await {
-                tracing::warn!("cannot acknowledge results: {e}");
-            }
+            let this = self.clone();
+            in_flight.spawn(async move {
+                let done = this.apply_batch(&events).await;
+                tokens.into_iter().zip(done).filter_map(|(t, ok)| ok.then_some(t)).collect::<Vec<_>>()
+            });
+        }
+        // Finish what was taken, so it is acknowledged rather than redelivered.
+        while let Some(done) = in_flight.join_next().await {
+            self.ack(results.as_mut(), done).await;
         }
         timer_task.abort();
         sweeper.abort();

@@ -1,0 +1,480 @@
+//! `baton bench`: a load generator built into the binary, as `redis-benchmark` is into Redis.
+//!
+//! It runs a whole host in this process (orchestrator, worker pool, the real plugins, and the
+//! store and bus of the chosen mode) and keeps `concurrency` sagas in flight: each client
+//! starts a saga, waits for its terminal state, and starts the next. Latency is measured from
+//! the call that starts a saga to the moment its end is announced (the store has committed
+//! it). Sagas started during the warm-up are not counted.
+//!
+//! - embedded: the durable redb store (a fresh data directory, fsync on every commit) and the
+//!   in-memory bus, as `baton serve` runs without `--redis`.
+//! - redis: the Redis store and the Redis Streams transport under a fresh key prefix, as
+//!   `baton serve --redis` runs; the keys are deleted afterwards.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::bus::EventBus;
+use crate::bus::memory::MemoryBus;
+use crate::node::{Node, Parts, Role};
+use crate::orchestrator::saga::SagaStatus;
+use crate::orchestrator::{Finished, Orchestrator, SystemClock};
+use crate::runtime::Runtime;
+use crate::runtime::worker::WorkerConfig;
+use crate::store::SagaStore;
+use crate::workflow::Catalog;
+
+/// Where the sagas' state lives during the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Durable redb file and in-memory bus.
+    Embedded,
+    /// Redis store and Redis Streams.
+    Redis,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub workflow: String,
+    pub input: Value,
+    pub mode: Mode,
+    pub redis_url: String,
+    /// Sagas in flight.
+    pub concurrency: usize,
+    /// Measure for this long...
+    pub duration: Duration,
+    /// ...or until this many sagas have been measured.
+    pub sagas: Option<usize>,
+    pub warmup: Duration,
+    /// Commands the worker pool runs at once.
+    pub worker_concurrency: usize,
+    /// Embedded mode's data directory; a fresh one under the system's temp dir by default.
+    pub data: Option<PathBuf>,
+    /// Print a progress line every second (on stderr).
+    pub progress: bool,
+}
+
+/// What a run measured. Latencies in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub workflow: String,
+    pub mode: Mode,
+    pub concurrency: usize,
+    /// Length of the measured window, in seconds.
+    pub seconds: f64,
+    pub completed: u64,
+    pub compensated: u64,
+    pub failed: u64,
+    pub sagas_per_sec: f64,
+    pub steps_per_sec: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Sagas that did not complete, by why: the failing step's error code, or what went
+    /// wrong starting or waiting for them.
+    pub errors: BTreeMap<String, u64>,
+    /// CPU time this process used during the measured window (user + system).
+    pub cpu_seconds: f64,
+    /// CPU time the Redis server used during the window (redis mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_seconds: Option<f64>,
+}
+
+/// How long one saga may take before the bench counts it as lost and moves on.
+const SAGA_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Clients waiting for their saga to end, fed from the orchestrator's announcements by one
+/// task, so that each announcement is looked up once instead of cloned to every client.
+#[derive(Default)]
+struct Waiters {
+    map: Mutex<HashMap<String, oneshot::Sender<Arc<Finished>>>>,
+}
+
+impl Waiters {
+    fn register(&self, id: &str) -> oneshot::Receiver<Arc<Finished>> {
+        let (tx, rx) = oneshot::channel();
+        self.map.lock().expect("waiters lock").insert(id.to_owned(), tx);
+        rx
+    }
+
+    fn forget(&self, id: &str) {
+        self.map.lock().expect("waiters lock").remove(id);
+    }
+
+    fn notify(&self, f: Arc<Finished>) {
+        let waiter = self.map.lock().expect("waiters lock").remove(&f.id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(f);
+        }
+    }
+
+    /// After missing announcements: ask the store about everyone still waiting.
+    async fn catch_up(&self, o: &Orchestrator) {
+        let ids: Vec<String> = self.map.lock().expect("waiters lock").keys().cloned().collect();
+        for id in ids {
+            if let Ok(Some(saga)) = o.get(&id).await
+                && saga.status.is_terminal()
+            {
+                let commands =
+                    saga.steps.iter().map(|s| s.attempts + s.compensation.as_ref().map_or(0, |c| c.attempts)).sum();
+                let error = saga.error.map(|e| e.code);
+                self.notify(Arc::new(Finished { id, status: saga.status, error, commands }));
+            }
+        }
+    }
+}
+
+/// Counters shared by the clients, read by the progress line.
+#[derive(Default)]
+struct Counters {
+    finished: AtomicU64,
+    measured: AtomicUsize,
+}
+
+/// What one client measured.
+#[derive(Default)]
+struct Sample {
+    latencies_us: Vec<u64>,
+    statuses: BTreeMap<&'static str, u64>,
+    errors: BTreeMap<String, u64>,
+    commands: u64,
+    last_end: Option<Instant>,
+}
+
+/// Run the benchmark described by `config` with the plugins of `runtime`.
+pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> anyhow::Result<Report> {
+    if workflows.get(&config.workflow).is_none() {
+        anyhow::bail!("no workflow named {:?} (found: {})", config.workflow, workflows.names().join(", "));
+    }
+    let run_id = format!("{:x}", crate::orchestrator::Clock::now_ms(&SystemClock));
+    let (store, bus, cleanup) = backend(&config, &run_id).await?;
+    let redis_cpu_before = match config.mode {
+        Mode::Redis => Some(redis_cpu(&config.redis_url).await?),
+        Mode::Embedded => None,
+    };
+    let parts = Parts {
+        workflows,
+        runtime: Some(Arc::new(runtime)),
+        bus,
+        store,
+        clock: Arc::new(SystemClock),
+        worker: WorkerConfig { concurrency: config.worker_concurrency },
+    };
+    let node = Node::start(parts, Role::All);
+    let orchestrator = node.orchestrator.clone();
+
+    let waiters = Arc::new(Waiters::default());
+    let dispatcher = {
+        let (waiters, o) = (waiters.clone(), orchestrator.clone());
+        let mut rx = orchestrator.finished();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(f) => waiters.notify(f),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("bench: missed {n} announcements; asking the store");
+                        waiters.catch_up(&o).await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let measure_from = started + config.warmup;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let mut clients = Vec::with_capacity(config.concurrency);
+    for client in 0..config.concurrency.max(1) {
+        let (o, waiters, stop, counters) = (orchestrator.clone(), waiters.clone(), stop.clone(), counters.clone());
+        let (workflow, input, run_id, budget) =
+            (config.workflow.clone(), config.input.clone(), run_id.clone(), config.sagas);
+        clients.push(tokio::spawn(async move {
+            let mut sample = Sample::default();
+            for n in 0u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let t0 = Instant::now();
+                let measured = t0 >= measure_from;
+                if measured
+                    && let Some(budget) = budget
+                    && counters.measured.fetch_add(1, Ordering::Relaxed) >= budget
+                {
+                    break;
+                }
+                let id = format!("bench-{run_id}-{client}-{n}");
+                let done = waiters.register(&id);
+                if let Err(e) = o.start(&workflow, input.clone(), Some(id.clone())).await {
+                    waiters.forget(&id);
+                    if measured {
+                        *sample.errors.entry(format!("start: {e}")).or_default() += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                let finished = tokio::time::timeout(SAGA_TIMEOUT, done).await;
+                let end = Instant::now();
+                counters.finished.fetch_add(1, Ordering::Relaxed);
+                if !measured {
+                    continue;
+                }
+                match finished {
+                    Ok(Ok(f)) => {
+                        sample.latencies_us.push(end.duration_since(t0).as_micros() as u64);
+                        *sample.statuses.entry(f.status.as_str()).or_default() += 1;
+                        sample.commands += u64::from(f.commands);
+                        if let Some(code) = &f.error {
+                            *sample.errors.entry(code.clone()).or_default() += 1;
+                        }
+                        sample.last_end = Some(end);
+                    }
+                    Ok(Err(_)) => *sample.errors.entry("lost: the host stopped".into()).or_default() += 1,
+                    Err(_) => {
+                        waiters.forget(&id);
+                        *sample.errors.entry(format!("lost: not finished within {SAGA_TIMEOUT:?}")).or_default() += 1;
+                    }
+                }
+            }
+            sample
+        }));
+    }
+
+    let cpu_before = std::sync::OnceLock::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = 0;
+    let end_at = measure_from + config.duration;
+    loop {
+        let wait_until = if Instant::now() < measure_from { measure_from } else { end_at };
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(wait_until.into()) => {}
+        }
+        let now = Instant::now();
+        if now >= measure_from {
+            cpu_before.get_or_init(process_cpu_seconds);
+        }
+        let done = counters.finished.load(Ordering::Relaxed);
+        if config.progress {
+            let phase = if now < measure_from { "warm-up" } else { "measuring" };
+            eprint!(
+                "\r[{:>5.1}s] {phase}: {done} sagas finished, {} in the last second   ",
+                now.duration_since(started).as_secs_f64(),
+                done - last
+            );
+            let _ = std::io::stderr().flush();
+        }
+        last = done;
+        let budget_spent = config.sagas.is_some_and(|b| counters.measured.load(Ordering::Relaxed) >= b)
+            || clients.iter().all(|c| c.is_finished());
+        if (config.sagas.is_none() && now >= end_at) || budget_spent {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Sample::default();
+    for c in clients {
+        let s = c.await.context("a bench client panicked")?;
+        total.latencies_us.extend(s.latencies_us);
+        for (k, v) in s.statuses {
+            *total.statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in s.errors {
+            *total.errors.entry(k).or_default() += v;
+        }
+        total.commands += s.commands;
+        total.last_end = total.last_end.max(s.last_end);
+    }
+    let cpu_seconds = process_cpu_seconds() - cpu_before.get().copied().unwrap_or_else(process_cpu_seconds);
+    if config.progress {
+        eprintln!();
+    }
+    let redis_cpu_seconds = match redis_cpu_before {
+        Some(before) => Some(redis_cpu(&config.redis_url).await? - before),
+        None => None,
+    };
+    dispatcher.abort();
+    node.shutdown().await?;
+    cleanup.run().await;
+
+    let seconds = total.last_end.map_or(0.0, |e| e.saturating_duration_since(measure_from).as_secs_f64()).max(1e-9);
+    total.latencies_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        let l = &total.latencies_us;
+        if l.is_empty() {
+            return 0.0;
+        }
+        // Nearest rank.
+        let rank = ((p / 100.0) * l.len() as f64).ceil().max(1.0) as usize;
+        l[rank.min(l.len()) - 1] as f64 / 1000.0
+    };
+    let count = |s: SagaStatus| total.statuses.get(s.as_str()).copied().unwrap_or(0);
+    let ended = total.latencies_us.len() as f64;
+    Ok(Report {
+        workflow: config.workflow,
+        mode: config.mode,
+        concurrency: config.concurrency,
+        seconds,
+        completed: count(SagaStatus::Completed),
+        compensated: count(SagaStatus::Compensated),
+        failed: count(SagaStatus::Failed),
+        sagas_per_sec: ended / seconds,
+        steps_per_sec: total.commands as f64 / seconds,
+        p50_ms: pct(50.0),
+        p90_ms: pct(90.0),
+        p99_ms: pct(99.0),
+        max_ms: pct(100.0),
+        errors: total.errors,
+        cpu_seconds,
+        redis_cpu_seconds,
+    })
+}
+
+impl Report {
+    /// The report for a person, in the style of `redis-benchmark`.
+    pub fn print(&self) {
+        let mode = match self.mode {
+            Mode::Embedded => "embedded (redb file, in-memory bus)",
+            Mode::Redis => "redis (Redis store, Redis Streams)",
+        };
+        println!("baton bench: workflow {}, {mode}, {} in flight", self.workflow, self.concurrency);
+        println!(
+            "  sagas       {} completed, {} compensated, {} failed in {:.1} s",
+            self.completed, self.compensated, self.failed, self.seconds
+        );
+        println!("  throughput  {:.1} sagas/s, {:.1} steps/s", self.sagas_per_sec, self.steps_per_sec);
+        println!(
+            "  latency     p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms
+        );
+        let cores = self.cpu_seconds / self.seconds;
+        match self.redis_cpu_seconds {
+            Some(r) => println!(
+                "  cpu         host {:.2} s ({cores:.2} cores), redis-server {r:.2} s ({:.2} cores)",
+                self.cpu_seconds,
+                r / self.seconds
+            ),
+            None => println!("  cpu         host {:.2} s ({cores:.2} cores)", self.cpu_seconds),
+        }
+        if !self.errors.is_empty() {
+            println!("  not completed, by kind:");
+            for (k, v) in &self.errors {
+                println!("    {v:>8}  {k}");
+            }
+        }
+    }
+}
+
+/// What to remove after the run.
+enum Cleanup {
+    Dir(PathBuf),
+    RedisPrefix { url: String, prefix: String },
+    Nothing,
+}
+
+impl Cleanup {
+    async fn run(self) {
+        match self {
+            Cleanup::Dir(dir) => {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!("cannot remove the bench data directory {}: {e}", dir.display());
+                }
+            }
+            Cleanup::RedisPrefix { url, prefix } => {
+                if let Err(e) = delete_prefix(&url, &prefix).await {
+                    tracing::warn!("cannot delete the bench keys under {prefix}: {e}");
+                }
+            }
+            Cleanup::Nothing => {}
+        }
+    }
+}
+
+async fn backend(
+    config: &BenchConfig,
+    run_id: &str,
+) -> anyhow::Result<(Arc<dyn SagaStore>, Arc<dyn EventBus>, Cleanup)> {
+    match config.mode {
+        Mode::Embedded => {
+            let (dir, cleanup) = match &config.data {
+                Some(dir) => (dir.clone(), Cleanup::Nothing),
+                None => {
+                    let dir = std::env::temp_dir().join(format!("baton-bench-{}-{run_id}", std::process::id()));
+                    (dir.clone(), Cleanup::Dir(dir))
+                }
+            };
+            let store = crate::store::embedded::EmbeddedStore::open(&dir)?;
+            Ok((Arc::new(store), Arc::new(MemoryBus::new()), cleanup))
+        }
+        Mode::Redis => {
+            let prefix = format!("baton-bench:{run_id}:{}", std::process::id());
+            let url = &config.redis_url;
+            let store = crate::store::redis::RedisStore::connect(url, &prefix).await?.with_stream_outbox();
+            let streams = crate::bus::redis_streams::StreamsConfig::default();
+            let bus = crate::bus::redis_streams::RedisStreamsBus::connect(url, &prefix, streams).await?;
+            Ok((Arc::new(store), Arc::new(bus), Cleanup::RedisPrefix { url: url.clone(), prefix }))
+        }
+    }
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux; 0
+/// elsewhere). The kernel counts in clock ticks, 100 a second on every Linux we run on.
+fn process_cpu_seconds() -> f64 {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
+}
+
+/// CPU seconds the Redis server has used (`INFO cpu`).
+async fn redis_cpu(url: &str) -> anyhow::Result<f64> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut con).await?;
+    let field = |name: &str| -> f64 {
+        info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok()).unwrap_or(0.0)
+    };
+    Ok(field("used_cpu_sys") + field("used_cpu_user"))
+}
+
+/// Delete every key under `prefix` (SCAN, not KEYS, so a large Redis is not blocked).
+async fn delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut con)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK").arg(keys).query_async(&mut con).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
