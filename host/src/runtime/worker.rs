@@ -2,8 +2,14 @@
 //!
 //! Effectively-once: before running a command the loop looks up a recorded terminal outcome
 //! under (command, idempotency key); a duplicate gets that outcome without the plugin running
-//! again. Terminal outcomes are recorded after the run; retryable failures are not, so a retry
-//! really runs.
+//! again. Terminal outcomes are recorded after the run, before the result is sent; retryable
+//! failures are not recorded, so a retry really runs.
+//!
+//! Batched, because a command costs a plugin call of about ten microseconds and each trip to
+//! a broker costs more: the idempotency records of a whole batch of commands are read in one
+//! call, and a reply task records the outcomes and sends the results of every command that
+//! finished meanwhile in one call each. A command is acknowledged only once its result is
+//! sent: a crash before that redelivers it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +36,20 @@ impl Default for WorkerConfig {
     }
 }
 
+/// How long a graceful stop waits for the commands in flight to finish and be answered.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Most results sent in one call.
+const REPLY_BATCH: usize = 256;
+
+/// A finished command on its way back.
+struct Reply {
+    result: ResultMessage,
+    token: AckToken,
+    /// Whether to record the outcome first (a terminal outcome that was not recorded yet).
+    record: bool,
+}
+
 /// Serve every command the runtime's plugins handle until `shutdown` turns true.
 pub async fn run(
     runtime: Arc<Runtime>,
@@ -43,19 +63,19 @@ pub async fn run(
         tracing::warn!("no plugin loaded: this worker pool has nothing to do");
     }
     let mut consumer = bus.command_consumer(&commands).await?;
+    let concurrency = config.concurrency.max(1);
     // Bounds the commands in flight. A permit is taken before a command is read, so the bus
     // keeps what we cannot run yet (where another worker may take it).
-    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    // How long a graceful stop waits for the commands in flight.
-    const DRAIN: Duration = Duration::from_secs(10);
-    // Answered commands come back here to be acknowledged in batches by this loop, which
-    // owns the consumer.
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckToken>();
-    let concurrency = config.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    // Answered commands come back here to be acknowledged by this loop, which owns the
+    // consumer.
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Vec<AckToken>>();
+    let (reply_tx, reply_rx) = mpsc::unbounded_channel::<Reply>();
+    let replier = tokio::spawn(reply_loop(bus.clone(), store.clone(), reply_rx, ack_tx));
     loop {
         let mut answered = Vec::new();
-        while let Ok(token) = ack_rx.try_recv() {
-            answered.push(token);
+        while let Ok(tokens) = ack_rx.try_recv() {
+            answered.extend(tokens);
         }
         if !answered.is_empty()
             && let Err(e) = consumer.ack(&answered).await
@@ -79,13 +99,21 @@ pub async fn run(
                 continue;
             }
         };
+        let keys: Vec<(&str, &str)> =
+            batch.iter().map(|d| (d.message.name.as_str(), d.message.meta.idempotency_key.as_str())).collect();
+        let recorded = match store.outcomes(&keys).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot read idempotency records: {e}; running the commands");
+                vec![None; batch.len()]
+            }
+        };
         let mut first = Some(first);
-        for delivery in batch {
+        for (delivery, recorded) in batch.into_iter().zip(recorded) {
             let permit = match first.take() {
                 Some(p) => p,
                 None => permits.clone().acquire_owned().await.expect("semaphore closed"),
             };
-            let (runtime, bus, store, ack_tx) = (runtime.clone(), bus.clone(), store.clone(), ack_tx.clone());
             let cmd = delivery.message;
             let span = tracing::info_span!(
                 "command",
@@ -95,28 +123,36 @@ pub async fn run(
                 correlation_id = %cmd.meta.correlation_id,
                 attempt = cmd.meta.attempt,
             );
+            if let Some(outcome) = recorded {
+                span.in_scope(|| tracing::info!("duplicate command: answering with the recorded outcome"));
+                let result = ResultMessage { command: cmd.name, meta: cmd.meta, outcome };
+                let _ = reply_tx.send(Reply { result, token: delivery.token, record: false });
+                continue;
+            }
+            let (runtime, reply_tx) = (runtime.clone(), reply_tx.clone());
             tokio::spawn(
                 async move {
-                    let result = handle(&runtime, store.as_ref(), cmd).await;
-                    match bus.send_results(vec![result]).await {
-                        // Acknowledge only once answered: a crash before this redelivers it.
-                        Ok(()) => drop(ack_tx.send(delivery.token)),
-                        // Left unacknowledged; the orchestrator's step timeout retries it.
-                        Err(e) => tracing::warn!("cannot send the result: {e}"),
-                    }
+                    let outcome = run_one(&runtime, &cmd).await;
+                    let record = outcome.is_terminal();
+                    let result = ResultMessage { command: cmd.name, meta: cmd.meta, outcome };
+                    let _ = reply_tx.send(Reply { result, token: delivery.token, record });
                     drop(permit);
                 }
                 .instrument(span),
             );
         }
     }
-    // Graceful stop: let the commands in flight finish and acknowledge them, so they are not
-    // run again; whatever is still running after DRAIN is left unacknowledged and handed back
-    // (redelivered by the bus, or resumed by the orchestrator after a restart).
+    // Graceful stop: let the commands in flight finish, be answered and acknowledged, so they
+    // are not run again; whatever is still running after DRAIN is left unacknowledged and
+    // handed back (redelivered by the bus, or resumed by the orchestrator after a restart).
     let drained = tokio::time::timeout(DRAIN, permits.acquire_many(concurrency as u32)).await.is_ok();
+    drop(reply_tx);
+    if tokio::time::timeout(DRAIN, replier).await.is_err() {
+        tracing::warn!("the last results were not sent within {DRAIN:?}; their commands will be handed back");
+    }
     let mut answered = Vec::new();
-    while let Ok(token) = ack_rx.try_recv() {
-        answered.push(token);
+    while let Ok(tokens) = ack_rx.try_recv() {
+        answered.extend(tokens);
     }
     if !answered.is_empty()
         && let Err(e) = consumer.ack(&answered).await
@@ -129,7 +165,54 @@ pub async fn run(
     Ok(())
 }
 
-/// Answer one command: from the idempotency record when there is one, else by running it.
+/// Record the outcomes and send the results of finished commands, in batches; pass their
+/// tokens on to be acknowledged. Ends when every sender is gone.
+async fn reply_loop(
+    bus: Arc<dyn EventBus>,
+    store: Arc<dyn SagaStore>,
+    mut replies: mpsc::UnboundedReceiver<Reply>,
+    acks: mpsc::UnboundedSender<Vec<AckToken>>,
+) {
+    while let Some(first) = replies.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < REPLY_BATCH {
+            match replies.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        // Recorded before it is sent: a result is never seen before its record exists.
+        let records: Vec<(&str, &str, &Outcome)> = batch
+            .iter()
+            .filter(|r| r.record)
+            .map(|r| (r.result.command.as_str(), r.result.meta.idempotency_key.as_str(), &r.result.outcome))
+            .collect();
+        if let Err(e) = store.record_outcomes(&records).await {
+            tracing::warn!("cannot record {} outcomes: {e}; a redelivery would run them again", records.len());
+        }
+        let (results, tokens): (Vec<ResultMessage>, Vec<AckToken>) =
+            batch.into_iter().map(|r| (r.result, r.token)).unzip();
+        match bus.send_results(results).await {
+            // Acknowledge only once answered: a crash before this redelivers them.
+            Ok(()) => drop(acks.send(tokens)),
+            // Left unacknowledged; the orchestrator's step timeouts retry them.
+            Err(e) => tracing::warn!("cannot send {} results: {e}", tokens.len()),
+        }
+    }
+}
+
+/// Run one command and log how it went.
+async fn run_one(runtime: &Runtime, cmd: &CommandMessage) -> Outcome {
+    let outcome = runtime.invoke(cmd).await;
+    match &outcome {
+        Outcome::Ok(_) => tracing::debug!("command completed"),
+        Outcome::Err(f) => tracing::info!(code = %f.code, retryable = f.retryable, "command failed: {}", f.message),
+    }
+    outcome
+}
+
+/// Answer one command: from the idempotency record when there is one, else by running it
+/// and recording a terminal outcome. What [`run`] does for each command, one at a time.
 pub async fn handle(runtime: &Runtime, store: &dyn SagaStore, cmd: CommandMessage) -> ResultMessage {
     let key = &cmd.meta.idempotency_key;
     let recorded = match store.outcome(&cmd.name, key).await {
@@ -145,17 +228,11 @@ pub async fn handle(runtime: &Runtime, store: &dyn SagaStore, cmd: CommandMessag
             outcome
         }
         None => {
-            let outcome = runtime.invoke(&cmd).await;
+            let outcome = run_one(runtime, &cmd).await;
             if outcome.is_terminal()
                 && let Err(e) = store.record_outcome(&cmd.name, key, &outcome).await
             {
                 tracing::warn!("cannot record the outcome: {e}");
-            }
-            match &outcome {
-                Outcome::Ok(_) => tracing::debug!("command completed"),
-                Outcome::Err(f) => {
-                    tracing::info!(code = %f.code, retryable = f.retryable, "command failed: {}", f.message)
-                }
             }
             outcome
         }

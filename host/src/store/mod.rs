@@ -129,6 +129,25 @@ pub trait SagaStore: Send + Sync + 'static {
     /// The recorded terminal outcome of `command` under `idempotency_key`.
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError>;
 
+    /// The recorded outcomes of several (command, idempotency key) pairs, in order (one
+    /// round trip where the backend allows).
+    async fn outcomes(&self, keys: &[(&str, &str)]) -> Result<Vec<Option<Outcome>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (command, key) in keys {
+            out.push(self.outcome(command, key).await?);
+        }
+        Ok(out)
+    }
+
+    /// Record several terminal outcomes, as [`record_outcome`](SagaStore::record_outcome)
+    /// does each (one round trip where the backend allows).
+    async fn record_outcomes(&self, records: &[(&str, &str, &Outcome)]) -> Result<(), StoreError> {
+        for (command, key, outcome) in records {
+            self.record_outcome(command, key, outcome).await?;
+        }
+        Ok(())
+    }
+
     /// Record a terminal outcome. The first record wins: a later one for the same key is
     /// ignored. A store may make the record durable together with the next commit rather
     /// than at once (the embedded store does, see there): it is never later than the commit

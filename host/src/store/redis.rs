@@ -9,8 +9,10 @@
 //! - `<p>:timers`: sorted set of the ids of sagas waiting on a timer, scored by its due time,
 //!   so the sweeper finds timers whose host died with one range query.
 //! - `<p>:history:<id>`: list of the saga's history entries (JSON), oldest first.
-//! - `<p>:events`: the lifecycle stream, capped (`MAXLEN ~`): one entry per transition with
-//!   the saga id, its status and the transition's history entries, for observers.
+//! - `<p>:events`: the lifecycle stream, capped (`MAXLEN ~`): an entry whenever a saga's
+//!   status changes (it starts, begins compensating, ends) with the saga id, the new status
+//!   and the history entries of that transition, for observers. Step-by-step detail is in
+//!   the history.
 //! - `<p>:outcome:<command>:<key>`: a recorded terminal outcome (JSON), written with `SET NX`.
 //!
 //! # Atomic transitions, and the outbox
@@ -36,28 +38,31 @@ use crate::bus::{cloudevents, redis_streams};
 use crate::orchestrator::saga::{HistoryEntry, Saga, SagaStatus};
 use crate::protocol::Outcome;
 
-/// Applies a batch of transitions. ARGV: prefix, lifecycle stream length (0: none), the
-/// number of transitions, then for each: mode (`c` create, `u` update), id, record, expected
-/// revision, new revision, status, creation time, timer due time (`''`: none), the number of
-/// history entries and the entries, the number of commands and (stream, event) pairs.
+/// Applies a batch of transitions. ARGV: the prefix, the `all`, `timers` and `events` keys,
+/// the lifecycle stream length (0: none), the number of transitions, then for each: mode
+/// (`c` create, `u` update), id, record, expected revision, new revision, status, creation
+/// time, timer due time (`''`: none), the saga's key, its history key, the key of its new
+/// status' index, the number of history entries and the entries, the number of commands and
+/// (stream, event) pairs. Keys are built by the caller: string work is cheaper in Rust than
+/// in Lua, and this script runs for every step of every saga.
 ///
 /// Returns one value per transition: for an update 1 (done), 0 (revision conflict) or -1
 /// (no such saga); for a create 1 (done) or the existing record.
 const APPLY: &str = r#"
-local p = ARGV[1]
-local maxlen = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local i = 4
+local p, all_key, timers_key, events_key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local maxlen = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+local i = 7
 local out = {}
 for t = 1, n do
-  local mode, id, data, expected, rev, status, created, due =
-    ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7]
-  local nh = tonumber(ARGV[i+8])
-  local h0 = i + 9
+  local mode, id, data, expected, rev, status, created, due, key, history_key, status_key =
+    ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7],
+    ARGV[i+8], ARGV[i+9], ARGV[i+10]
+  local nh = tonumber(ARGV[i+11])
+  local h0 = i + 12
   local nc = tonumber(ARGV[h0 + nh])
   local c0 = h0 + nh + 1
   i = c0 + 2 * nc
-  local key = p .. ':saga:' .. id
   local result = nil
   local old_status = nil
   if mode == 'c' then
@@ -70,22 +75,23 @@ for t = 1, n do
   end
   if result == nil then
     redis.call('HSET', key, 'data', data, 'rev', rev, 'status', status)
-    if old_status ~= status then
-      if old_status then redis.call('ZREM', p .. ':status:' .. old_status, id) end
-      redis.call('ZADD', p .. ':status:' .. status, created, id)
-    end
-    if mode == 'c' then redis.call('ZADD', p .. ':all', created, id) end
+    if mode == 'c' then redis.call('ZADD', all_key, created, id) end
     if due == '' then
-      redis.call('ZREM', p .. ':timers', id)
+      redis.call('ZREM', timers_key, id)
     else
-      redis.call('ZADD', p .. ':timers', due, id)
+      redis.call('ZADD', timers_key, due, id)
     end
     if nh > 0 then
-      local entries = {}
-      for h = 0, nh - 1 do entries[h + 1] = ARGV[h0 + h] end
-      redis.call('RPUSH', p .. ':history:' .. id, unpack(entries))
+      redis.call('RPUSH', history_key, unpack(ARGV, h0, h0 + nh - 1))
+    end
+    -- A change of status is a lifecycle event: the index moves, observers hear of it.
+    if old_status ~= status then
+      if old_status then redis.call('ZREM', p .. ':status:' .. old_status, id) end
+      redis.call('ZADD', status_key, created, id)
       if maxlen > 0 then
-        redis.call('XADD', p .. ':events', 'MAXLEN', '~', maxlen, '*',
+        local entries = {}
+        for h = 0, nh - 1 do entries[h + 1] = ARGV[h0 + h] end
+        redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*',
           'saga', id, 'status', status, 'revision', rev, 'history', '[' .. table.concat(entries, ',') .. ']')
       end
     end
@@ -160,7 +166,14 @@ impl RedisStore {
     /// Run [`APPLY`] over `(mode, transition)` pairs.
     async fn apply(&self, batch: &[(&str, &Transition)]) -> Result<Vec<redis::Value>, StoreError> {
         let mut invocation = self.apply.prepare_invoke();
-        invocation.arg(&self.prefix).arg(self.events_maxlen).arg(batch.len());
+        let p = &self.prefix;
+        invocation
+            .arg(p)
+            .arg(format!("{p}:all"))
+            .arg(format!("{p}:timers"))
+            .arg(format!("{p}:events"))
+            .arg(self.events_maxlen)
+            .arg(batch.len());
         for (mode, t) in batch {
             let saga = &t.saga;
             let data = serde_json::to_string(saga).map_err(unavailable)?;
@@ -173,6 +186,9 @@ impl RedisStore {
                 .arg(saga.status.as_str())
                 .arg(saga.created_at)
                 .arg(saga.timer_due().map(|d| d.to_string()).unwrap_or_default())
+                .arg(self.saga_key(&saga.id))
+                .arg(format!("{p}:history:{}", saga.id))
+                .arg(format!("{p}:status:{}", saga.status.as_str()))
                 .arg(t.history.len());
             for entry in &t.history {
                 invocation.arg(serde_json::to_string(entry).map_err(unavailable)?);
@@ -284,6 +300,30 @@ impl SagaStore for RedisStore {
         let data: Option<String> =
             self.con.clone().get(self.outcome_key(command, idempotency_key)).await.map_err(unavailable)?;
         data.map(|d| decode(&d)).transpose()
+    }
+
+    async fn outcomes(&self, keys: &[(&str, &str)]) -> Result<Vec<Option<Outcome>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = keys.iter().map(|(c, k)| self.outcome_key(c, k)).collect();
+        // MGET answers a list even for one key.
+        let data: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&names).query_async(&mut self.con.clone()).await.map_err(unavailable)?;
+        data.into_iter().map(|d| d.map(|d| decode(&d)).transpose()).collect()
+    }
+
+    async fn record_outcomes(&self, records: &[(&str, &str, &Outcome)]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (command, key, outcome) in records {
+            let data = serde_json::to_string(outcome).map_err(unavailable)?;
+            // NX: the first record wins.
+            pipe.cmd("SET").arg(self.outcome_key(command, key)).arg(data).arg("NX").ignore();
+        }
+        pipe.query_async::<()>(&mut self.con.clone()).await.map_err(unavailable)
     }
 
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError> {
