@@ -90,6 +90,8 @@ pub struct Report {
     /// CPU time the Redis server used during the window (redis mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_cpu_seconds: Option<f64>,
+    /// Runs these figures are the medians of.
+    pub runs: usize,
 }
 
 /// How long one saga may take before the bench counts it as lost and moves on.
@@ -341,17 +343,64 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
         errors: total.errors,
         cpu_seconds,
         redis_cpu_seconds,
+        runs: 1,
     })
 }
 
 impl Report {
+    /// The median of each figure over several runs (the errors are summed). Medians, not
+    /// means: on a shared machine one disturbed run should not move the result.
+    pub fn median(runs: &[Report]) -> Option<Report> {
+        let first = runs.first()?;
+        let med = |f: &dyn Fn(&Report) -> f64| -> f64 {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+        };
+        let mut errors = BTreeMap::new();
+        for r in runs {
+            for (k, v) in &r.errors {
+                *errors.entry(k.clone()).or_default() += v;
+            }
+        }
+        Some(Report {
+            workflow: first.workflow.clone(),
+            mode: first.mode,
+            concurrency: first.concurrency,
+            seconds: med(&|r| r.seconds),
+            completed: med(&|r| r.completed as f64) as u64,
+            compensated: med(&|r| r.compensated as f64) as u64,
+            failed: med(&|r| r.failed as f64) as u64,
+            sagas_per_sec: med(&|r| r.sagas_per_sec),
+            steps_per_sec: med(&|r| r.steps_per_sec),
+            p50_ms: med(&|r| r.p50_ms),
+            p90_ms: med(&|r| r.p90_ms),
+            p99_ms: med(&|r| r.p99_ms),
+            max_ms: med(&|r| r.max_ms),
+            errors,
+            cpu_seconds: med(&|r| r.cpu_seconds),
+            redis_cpu_seconds: first.redis_cpu_seconds.map(|_| med(&|r| r.redis_cpu_seconds.unwrap_or(0.0))),
+            runs: runs.len(),
+        })
+    }
+
+    /// One line for one run of several.
+    pub fn line(&self) -> String {
+        format!(
+            "{:.1} sagas/s, p50 {:.2} ms, p99 {:.2} ms, {} completed, cpu {:.2} s",
+            self.sagas_per_sec, self.p50_ms, self.p99_ms, self.completed, self.cpu_seconds
+        )
+    }
+
     /// The report for a person, in the style of `redis-benchmark`.
     pub fn print(&self) {
         let mode = match self.mode {
             Mode::Embedded => "embedded (redb file, in-memory bus)",
             Mode::Redis => "redis (Redis store, Redis Streams)",
         };
-        println!("baton bench: workflow {}, {mode}, {} in flight", self.workflow, self.concurrency);
+        let runs = if self.runs > 1 { format!(" (medians of {} runs)", self.runs) } else { String::new() };
+        println!("baton bench: workflow {}, {mode}, {} in flight{runs}", self.workflow, self.concurrency);
         println!(
             "  sagas       {} completed, {} compensated, {} failed in {:.1} s",
             self.completed, self.compensated, self.failed, self.seconds

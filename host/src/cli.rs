@@ -177,6 +177,10 @@ pub enum Command {
         /// Data directory for --mode embedded (kept afterwards) [default: a fresh temporary one].
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Repeat the measurement this many times (each on a fresh store) and report the
+        /// medians.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
         /// Print one JSON object instead of a report.
         #[arg(long)]
         json: bool,
@@ -273,6 +277,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             redis,
             worker_concurrency,
             data,
+            runs,
             json,
         } => {
             let seconds = |name: &str, v: f64| {
@@ -295,18 +300,27 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 data: data.clone(),
                 progress: !*json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
-            bench(&cli, config, *json).await
+            bench(&cli, config, *runs, *json).await
         }
     }
 }
 
-async fn bench(cli: &Cli, config: crate::bench::BenchConfig, json: bool) -> anyhow::Result<ExitCode> {
-    let (runtime, _) = load_runtime(cli).await?;
-    let (catalog, errors) = load_workflows(&cli.workflows, &runtime.command_names())?;
-    if let Some(e) = errors.iter().find(|e| e.workflow.as_deref() == Some(config.workflow.as_str())) {
-        bail!("workflow {:?} cannot run: {e}", config.workflow);
+async fn bench(cli: &Cli, config: crate::bench::BenchConfig, runs: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let mut reports = Vec::new();
+    for run in 1..=runs {
+        // A fresh runtime per run: the plugins come from the compile cache, so this is quick.
+        let (runtime, _) = load_runtime(cli).await?;
+        let (catalog, errors) = load_workflows(&cli.workflows, &runtime.command_names())?;
+        if let Some(e) = errors.iter().find(|e| e.workflow.as_deref() == Some(config.workflow.as_str())) {
+            bail!("workflow {:?} cannot run: {e}", config.workflow);
+        }
+        let report = crate::bench::run(config.clone(), runtime, catalog).await?;
+        if runs > 1 && !json {
+            eprintln!("run {run}/{runs}: {}", report.line());
+        }
+        reports.push(report);
     }
-    let report = crate::bench::run(config, runtime, catalog).await?;
+    let report = crate::bench::Report::median(&reports).context("no run")?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -4,6 +4,10 @@
 //!   from the pooling allocator, the `handle` call of `testkit.echo`, JSON in and out.
 //! - `orchestrator/decide_order_saga`: the decision function over a whole four-step saga
 //!   (start, four results), with no I/O.
+//! - `wire/encode_command`, `wire/decode_command`, `wire/decode_result`: CloudEvents JSON,
+//!   as every command and result crosses a broker.
+//! - `workflow/map_input`: an input expression evaluated over a saga context (the notify
+//!   step's mapping of the order workflow).
 //!
 //! Run: `cargo bench -p baton-tests --bench runtime`.
 
@@ -68,9 +72,65 @@ fn decide_order_saga(c: &mut Criterion) {
     });
 }
 
+fn order_command() -> CommandMessage {
+    CommandMessage {
+        name: "payment.charge".into(),
+        payload: json!({"order_id": "o-1", "customer": "ada", "items": [{"sku": "A-1", "qty": 2, "price": 10.5}]}),
+        meta: Meta {
+            transaction_id: "order-1a2b3c-00ff01".into(),
+            correlation_id: "order-1a2b3c-00ff01/charge/forward/1".into(),
+            idempotency_key: "order-1a2b3c-00ff01/charge/forward".into(),
+            step: "charge".into(),
+            attempt: 1,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        },
+        timeout_ms: 5_000,
+    }
+}
+
+fn wire(c: &mut Criterion) {
+    use baton::bus::cloudevents::{decode_command, decode_result, encode_command, encode_result};
+    let cmd = order_command();
+    let text = encode_command(&cmd);
+    let result = ResultMessage {
+        command: cmd.name.clone(),
+        meta: cmd.meta.clone(),
+        outcome: Outcome::Ok(json!({"payment_id": "pay-o-1", "amount": 21.0, "customer": "ada"})),
+    };
+    let result_text = encode_result(&result);
+    c.bench_function("wire/encode_command", |b| b.iter(|| encode_command(std::hint::black_box(&cmd))));
+    c.bench_function("wire/decode_command", |b| b.iter(|| decode_command(std::hint::black_box(&text)).unwrap()));
+    c.bench_function("wire/decode_result", |b| b.iter(|| decode_result(std::hint::black_box(&result_text)).unwrap()));
+}
+
+fn map_input(c: &mut Criterion) {
+    use baton::workflow::expr::{Expr, Scope};
+    struct Context {
+        input: serde_json::Value,
+        ship: serde_json::Value,
+    }
+    impl Scope for Context {
+        fn input(&self) -> &serde_json::Value {
+            &self.input
+        }
+        fn step_output(&self, step: &str) -> Option<&serde_json::Value> {
+            (step == "ship").then_some(&self.ship)
+        }
+    }
+    let expr = Expr::parse(
+        "{ 'customer': input.customer, 'message': 'Your order is on its way', 'tracking_number': steps.ship.tracking_number, 'first': input.items[0].sku }",
+    )
+    .unwrap();
+    let ctx = Context {
+        input: json!({"order_id": "o-1", "customer": "ada", "items": [{"sku": "A-1", "qty": 2, "price": 10.5}]}),
+        ship: json!({"tracking_number": "TRK0000000042", "carrier": "baton-post"}),
+    };
+    c.bench_function("workflow/map_input", |b| b.iter(|| expr.eval(std::hint::black_box(&ctx)).unwrap()));
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = invoke_echo, decide_order_saga
+    targets = invoke_echo, decide_order_saga, wire, map_input
 }
 criterion_main!(benches);
