@@ -321,10 +321,16 @@ impl EmbeddedStore {
             format!("cannot open the store {} (is another baton using it? only one process may)", path.display())
         })?;
         // Create the tables up front so readers never meet a missing table.
+        let layout = || {
+            format!(
+                "{} was written with another table layout (an older Baton?): move it aside to start with an empty store",
+                path.display()
+            )
+        };
         let tx = db.begin_write()?;
-        tx.open_table(SAGAS)?;
-        tx.open_table(BY_STATUS)?;
-        tx.open_table(OUTCOMES)?;
+        tx.open_table(SAGAS).with_context(layout)?;
+        tx.open_table(BY_STATUS).with_context(layout)?;
+        tx.open_table(OUTCOMES).with_context(layout)?;
         tx.commit()?;
 
         let wal_dir = dir.join("wal");
@@ -857,6 +863,20 @@ mod tests {
     /// A crash after the log was synced and before the tables were written: opening the
     /// store replays the log. Records the tables already hold (a crash in the middle of the
     /// applier's work) are skipped by revision, so nothing is doubled.
+    #[test]
+    fn a_file_of_another_layout_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join("baton.redb")).unwrap();
+            let tx = db.begin_write().unwrap();
+            let old: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sagas");
+            tx.open_table(old).unwrap().insert("x", b"{}".as_slice()).unwrap();
+            tx.commit().unwrap();
+        }
+        let err = format!("{:#}", EmbeddedStore::open(dir.path()).err().expect("the layout differs"));
+        assert!(err.contains("another table layout") && err.contains("move it aside"), "{err}");
+    }
+
     #[tokio::test]
     async fn logged_writes_the_tables_never_got_are_replayed_once() {
         let dir = tempfile::tempdir().unwrap();
