@@ -440,12 +440,25 @@ async fn serve(
         bail!("--role {role:?} needs --redis: an embedded host must both orchestrate and work");
     }
     let runtime = if role.works() { Some(Arc::new(load_runtime(cli).await?.0)) } else { None };
-    // An orchestrator-only host may not have the plugins: it checks names only where it can.
+    // Embedded, this host runs every command, so a workflow naming a command no plugin here
+    // handles cannot run and is not loaded. Distributed, other hosts' workers may handle it
+    // (worker pools scale apart): the workflow is loaded, and the commands no plugin here
+    // handles are named, so a typo still shows.
     let known = runtime.as_ref().map(|r| r.command_names());
-    let (catalog, errors) = workflow::load_dir(&cli.workflows, known.as_deref())
+    let strict = if redis.is_none() { known.as_deref() } else { None };
+    let (catalog, errors) = workflow::load_dir(&cli.workflows, strict)
         .with_context(|| format!("cannot read the workflow directory {}", cli.workflows.display()))?;
     for e in &errors {
         eprintln!("warning: workflow not loaded: {e}");
+    }
+    if let (Some(known), Some(_), true) = (&known, redis, role.orchestrates()) {
+        for wf in catalog.workflows.values() {
+            if let Err(unhandled) = workflow::check_commands(wf, known) {
+                for e in unhandled.0 {
+                    eprintln!("note: {e}; another host's workers must handle it");
+                }
+            }
+        }
     }
     let (store, bus, mode): (Arc<dyn SagaStore>, Arc<dyn EventBus>, String) = match redis {
         Some(url) => {

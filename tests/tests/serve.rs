@@ -341,3 +341,67 @@ async fn pubsub_loses_a_command_nobody_hears_and_the_step_timeout_resends_it() {
     drop((orchestrator, worker));
     baton_tests::delete_prefix(&prefix);
 }
+
+/// Nothing is left unacknowledged once traffic stops: a command left pending would be
+/// reclaimed after the visibility timeout and, had it failed retryably, run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_entries_are_acknowledged_when_traffic_stops() {
+    let prefix = baton_tests::unique_prefix("acks_when_idle");
+    let url = baton_tests::redis_url();
+    let server = Server::start(&["--redis", url.as_str(), "--prefix", prefix.as_str()]).await;
+    let ids: Vec<String> = (0..8).map(|i| format!("ack-{i}")).collect();
+    assert_eq!(submit(std::slice::from_ref(&server.url), &ids, 0..8).await, 8);
+    server.wait_all(&ids, Duration::from_secs(30)).await;
+    // Quiet now: give the last acknowledgements a moment, then look at every group.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let mut streams: Vec<(String, &str)> =
+        ["inventory.reserve", "payment.charge", "shipping.ship", "notification.send"]
+            .iter()
+            .map(|c| (format!("{prefix}:cmd:{c}"), "workers"))
+            .collect();
+    streams.push((format!("{prefix}:results"), "orchestrators"));
+    for (stream, group) in streams {
+        let pending: redis::Value = redis::cmd("XPENDING").arg(&stream).arg(group).query(&mut con).unwrap();
+        let count = match &pending {
+            redis::Value::Array(v) => redis::from_redis_value_ref::<u64>(&v[0]).unwrap(),
+            other => panic!("XPENDING {stream}: {other:?}"),
+        };
+        assert_eq!(count, 0, "{stream} has entries nobody acknowledged");
+    }
+    drop(server);
+    baton_tests::delete_prefix(&prefix);
+}
+
+/// Worker pools scale apart: one host runs every plugin but shipping, another only shipping.
+/// The first still loads the order workflow (another host handles `shipping.*`), and every
+/// saga completes with its ship step run by the second host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_with_different_plugins_share_one_workflow() {
+    let prefix = baton_tests::unique_prefix("split_plugins");
+    let url = baton_tests::redis_url();
+    let most = baton_tests::plugin_dir_copy();
+    std::fs::remove_file(most.path().join("shipping.wasm")).unwrap();
+    let shipping_only = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        std::path::Path::new(baton_tests::PLUGINS_DIR).join("shipping.wasm"),
+        shipping_only.path().join("shipping.wasm"),
+    )
+    .unwrap();
+    let common = ["--redis", url.as_str(), "--prefix", prefix.as_str()];
+    let a = Server::start(&[&common[..], &["--plugins", most.path().to_str().unwrap()]].concat()).await;
+    let b = Server::start(
+        &[&common[..], &["--plugins", shipping_only.path().to_str().unwrap(), "--role", "worker"]].concat(),
+    )
+    .await;
+    let ids: Vec<String> = (0..12).map(|i| format!("split-{i}")).collect();
+    assert_eq!(submit(std::slice::from_ref(&a.url), &ids, 0..12).await, 12);
+    let sagas = a.wait_all(&ids, Duration::from_secs(60)).await;
+    for (i, saga) in sagas.iter().enumerate() {
+        check_order_saga(i, saga);
+    }
+    a.check_histories(&ids).await;
+    drop((a, b));
+    baton_tests::delete_prefix(&prefix);
+}

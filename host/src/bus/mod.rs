@@ -47,14 +47,39 @@ pub struct Delivery<T> {
     pub token: AckToken,
 }
 
+/// Acknowledges the deliveries of one consumer. Shared, and usable from any task while the
+/// consumer itself waits in [`Consumer::recv`]: a message is acknowledged the moment it is
+/// handled, not when its consumer next comes round (a consumer that waits for new traffic
+/// would otherwise leave the last messages unacknowledged until they are redelivered).
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Mark deliveries as handled, so they are not delivered again.
+    async fn ack(&self, tokens: &[AckToken]) -> Result<(), BusError>;
+}
+
+/// An [`Acker`] for buses that do not redeliver: acknowledging is a no-op.
+pub struct NoAck;
+
+#[async_trait]
+impl Acker for NoAck {
+    async fn ack(&self, _tokens: &[AckToken]) -> Result<(), BusError> {
+        Ok(())
+    }
+}
+
 /// Reads one kind of message.
 #[async_trait]
 pub trait Consumer<T>: Send {
     /// Wait until at least one message is there; return up to `max` of them.
     async fn recv(&mut self, max: usize) -> Result<Vec<Delivery<T>>, BusError>;
 
+    /// The acknowledger of this consumer's deliveries.
+    fn acker(&self) -> std::sync::Arc<dyn Acker>;
+
     /// Mark deliveries as handled, so they are not delivered again.
-    async fn ack(&mut self, tokens: &[AckToken]) -> Result<(), BusError>;
+    async fn ack(&mut self, tokens: &[AckToken]) -> Result<(), BusError> {
+        self.acker().ack(tokens).await
+    }
 }
 
 /// The transport between orchestrators and workers.

@@ -22,7 +22,7 @@ use futures_util::StreamExt as _;
 use redis::aio::ConnectionManager;
 
 use super::cloudevents;
-use super::{AckToken, BusError, Consumer, Delivery, EventBus};
+use super::{AckToken, Acker, BusError, Consumer, Delivery, EventBus, NoAck};
 use crate::protocol::{CommandMessage, ResultMessage};
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -132,8 +132,8 @@ impl<T: Send + 'static> Consumer<T> for PubSubConsumer<T> {
     }
 
     /// Nothing to acknowledge: Pub/Sub forgets a message once it is delivered.
-    async fn ack(&mut self, _tokens: &[AckToken]) -> Result<(), BusError> {
-        Ok(())
+    fn acker(&self) -> std::sync::Arc<dyn Acker> {
+        std::sync::Arc::new(NoAck)
     }
 }
 

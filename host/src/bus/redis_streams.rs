@@ -17,6 +17,7 @@
 //! An entry that is not a valid Baton event is logged with its id and removed, so one bad
 //! message cannot wedge a consumer forever.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -25,7 +26,7 @@ use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, Str
 use redis::{AsyncCommands, AsyncConnectionConfig};
 
 use super::cloudevents;
-use super::{AckToken, BusError, Consumer, Delivery, EventBus};
+use super::{AckToken, Acker, BusError, Consumer, Delivery, EventBus};
 use crate::protocol::{CommandMessage, ResultMessage};
 
 const WORKERS: &str = "workers";
@@ -115,6 +116,7 @@ impl RedisStreamsBus {
             client: self.client.clone(),
             config,
             con: Some(con),
+            acker: Arc::new(StreamAcker { con: self.con.clone(), group }),
             streams,
             group,
             consumer: format!("{}-{:04x}", self.consumer_id, nonce as u16),
@@ -140,12 +142,37 @@ async fn create_groups(con: &mut MultiplexedConnection, streams: &[String], grou
     Ok(())
 }
 
+/// Acknowledges a group's entries over the bus's shared, reconnecting connection: not the
+/// consumer's own, which a blocking read may hold for a second.
+struct StreamAcker {
+    con: ConnectionManager,
+    group: &'static str,
+}
+
+#[async_trait]
+impl Acker for StreamAcker {
+    /// `XACK` and `XDEL` in one pipeline: a handled entry leaves the pending list and the
+    /// stream, so streams hold only what is in flight.
+    async fn ack(&self, tokens: &[AckToken]) -> Result<(), BusError> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for AckToken(t) in tokens {
+            let Some((stream, id)) = t.split_once('\u{1f}') else { continue };
+            pipe.xack(stream, self.group, &[id]).ignore().xdel(stream, &[id]).ignore();
+        }
+        pipe.query_async::<()>(&mut self.con.clone()).await.map_err(unavailable)
+    }
+}
+
 /// Reads one group's share of some streams.
 struct StreamConsumer<T> {
     client: redis::Client,
     config: AsyncConnectionConfig,
     /// `None` after an error: the next call reconnects (Redis restarted, the network blinked).
     con: Option<MultiplexedConnection>,
+    acker: Arc<StreamAcker>,
     streams: Vec<String>,
     group: &'static str,
     consumer: String,
@@ -200,19 +227,9 @@ impl<T> StreamConsumer<T> {
             }
         }
         if !poison.is_empty() {
-            self.ack_tokens(&poison).await?;
+            self.acker.ack(&poison).await?;
         }
         Ok(())
-    }
-
-    async fn ack_tokens(&mut self, tokens: &[AckToken]) -> Result<(), BusError> {
-        let mut pipe = redis::pipe();
-        for AckToken(t) in tokens {
-            let Some((stream, id)) = t.split_once('\u{1f}') else { continue };
-            pipe.xack(stream, self.group, &[id]).ignore().xdel(stream, &[id]).ignore();
-        }
-        let result = pipe.query_async::<()>(self.con().await?).await;
-        result.map_err(|e| self.failed(e))
     }
 }
 
@@ -263,11 +280,8 @@ impl<T: Send + 'static> Consumer<T> for StreamConsumer<T> {
         }
     }
 
-    async fn ack(&mut self, tokens: &[AckToken]) -> Result<(), BusError> {
-        if tokens.is_empty() {
-            return Ok(());
-        }
-        self.ack_tokens(tokens).await
+    fn acker(&self) -> Arc<dyn Acker> {
+        self.acker.clone()
     }
 }
 

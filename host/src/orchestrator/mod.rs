@@ -134,6 +134,26 @@ struct Change {
     timer: Option<(u64, Event)>,
 }
 
+impl Change {
+    /// Whether `stored` is this change, committed: after a commit whose answer was lost (the
+    /// connection dropped after the write), tells "it landed" from "it did not".
+    fn landed_as(&self, stored: &Saga) -> bool {
+        let ours = &self.transition.saga;
+        stored.revision == ours.revision && stored.cursor == ours.cursor && stored.status == ours.status
+    }
+}
+
+/// What deciding some events on a saga came to.
+enum Decided {
+    /// Boxed: a change is large, the other answers are nothing.
+    Change(Box<Change>),
+    /// Stale or duplicate events: nothing to commit.
+    Unchanged,
+    /// The saga's workflow is not loaded in this process: another orchestrator must apply
+    /// the events (a deployment where hosts carry different workflows).
+    NoWorkflow,
+}
+
 impl Orchestrator {
     /// An orchestrator over these parts. Must be called within a tokio runtime (it starts
     /// the timer task).
@@ -176,7 +196,9 @@ impl Orchestrator {
             format!("{workflow}-{now:x}-{:06x}{seq:x}", inner.salt & 0xff_ffff)
         });
         let saga = Saga::new(id.clone(), wf, input, now);
-        let change = self.decide_all(saga, &[&Event::Start]).expect("a new saga always starts");
+        let Decided::Change(change) = self.decide_all(saga, &[&Event::Start]) else {
+            unreachable!("a new saga of a loaded workflow always starts")
+        };
         match inner.store.create(&change.transition).await? {
             Created::New => {}
             Created::Existing(existing) if existing.workflow == workflow => return Ok(*existing),
@@ -184,7 +206,7 @@ impl Orchestrator {
         }
         tracing::info!(transaction_id = %id, workflow, "saga started");
         let saga = change.transition.saga.clone();
-        self.after_commit(vec![change]).await;
+        self.after_commit(vec![*change]).await;
         Ok(saga)
     }
 
@@ -235,13 +257,16 @@ impl Orchestrator {
         }
     }
 
-    /// Decide `events` in order on `saga`; `None` when none of them changed it (stale or
-    /// duplicate events) or its workflow is not loaded.
-    fn decide_all(&self, mut saga: Saga, events: &[&Event]) -> Option<Change> {
+    /// Decide `events` in order on `saga`.
+    fn decide_all(&self, mut saga: Saga, events: &[&Event]) -> Decided {
         let _span = tracing::debug_span!("decide", transaction_id = %saga.id).entered();
         let Some(wf) = self.inner.workflows.get(&saga.workflow) else {
-            tracing::error!(transaction_id = %saga.id, workflow = %saga.workflow, "the saga's workflow is not loaded; event ignored");
-            return None;
+            tracing::error!(
+                transaction_id = %saga.id,
+                workflow = %saga.workflow,
+                "the saga's workflow is not loaded here: leaving its events to another orchestrator (load the workflow on this host to handle them)"
+            );
+            return Decided::NoWorkflow;
         };
         let now = self.inner.clock.now_ms();
         let expected = saga.revision;
@@ -262,11 +287,12 @@ impl Orchestrator {
             history.extend(d.history.into_iter().map(|event| HistoryEntry { at: now, revision, event }));
         }
         if !changed {
-            return None;
+            return Decided::Unchanged;
         }
         saga.revision = revision;
         let timer = pending_timer(&saga);
-        Some(Change { transition: Transition { saga, expected_revision: expected, commands, history }, timer })
+        let transition = Transition { saga, expected_revision: expected, commands, history };
+        Decided::Change(Box::new(Change { transition, timer }))
     }
 
     /// What follows a commit: the commands (unless the store sent them), the timers, and the
@@ -307,22 +333,37 @@ impl Orchestrator {
     }
 
     /// Apply one event to one saga: load, decide, commit, carry out the effects; on a
-    /// conflict, again from the load.
-    pub async fn apply(&self, id: &str, event: &Event) -> Result<(), StoreError> {
+    /// conflict, again from the load. `Ok(false)` when the saga's workflow is not loaded here.
+    pub async fn apply(&self, id: &str, event: &Event) -> Result<bool, StoreError> {
         let store = &self.inner.store;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let Some(saga) = store.load(id).await? else {
                 tracing::warn!(transaction_id = %id, "event for an unknown saga ignored: {event:?}");
-                return Ok(());
+                return Ok(true);
             };
-            let Some(change) = self.decide_all(saga, &[event]) else { return Ok(()) };
-            match store.commit(std::slice::from_ref(&change.transition)).await?[..] {
+            let change = match self.decide_all(saga, &[event]) {
+                Decided::Change(change) => *change,
+                Decided::Unchanged => return Ok(true),
+                Decided::NoWorkflow => return Ok(false),
+            };
+            let committed = match store.commit(std::slice::from_ref(&change.transition)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // The write may have landed with its answer lost: then finish the job.
+                    if store.load(id).await.ok().flatten().is_some_and(|s| change.landed_as(&s)) {
+                        self.after_commit(vec![change]).await;
+                        return Ok(true);
+                    }
+                    return Err(e);
+                }
+            };
+            match committed[..] {
                 [Committed::Ok] => {
                     self.after_commit(vec![change]).await;
-                    return Ok(());
+                    return Ok(true);
                 }
                 [Committed::Conflict] => continue,
-                _ => return Ok(()),
+                _ => return Ok(true),
             }
         }
         Err(StoreError::Unavailable(format!("saga {id}: gave up after {MAX_CONFLICT_RETRIES} concurrent changes")))
@@ -334,7 +375,7 @@ impl Orchestrator {
         let mut delay = Duration::from_millis(50);
         for _ in 0..8 {
             match self.apply(id, event).await {
-                Ok(()) => return true,
+                Ok(applied) => return applied,
                 Err(e) if e.is_transient() => {
                     tracing::warn!(transaction_id = %id, "cannot apply an event: {e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
@@ -384,11 +425,13 @@ impl Orchestrator {
             };
             let mine: Vec<&Event> = group.iter().map(|&i| &events[i].1).collect();
             match self.decide_all(saga, &mine) {
-                Some(change) => {
-                    changes.push(change);
+                Decided::Change(change) => {
+                    changes.push(*change);
                     changed_groups.push(group);
                 }
-                None => group.iter().for_each(|&i| done[i] = true),
+                Decided::Unchanged => group.iter().for_each(|&i| done[i] = true),
+                // Left unacknowledged, for an orchestrator that has the workflow.
+                Decided::NoWorkflow => {}
             }
         }
         if changes.is_empty() {
@@ -398,12 +441,8 @@ impl Orchestrator {
         let results = match store.commit(&transitions).await {
             Ok(results) => results,
             Err(e) => {
-                tracing::warn!(
-                    "cannot commit {} transitions: {e}; applying their events one by one",
-                    transitions.len()
-                );
-                let retry = changed_groups.iter().flat_map(|g| g.iter().copied()).collect();
-                return self.apply_each(events, retry, done).await;
+                tracing::warn!("cannot commit {} transitions: {e}; checking which landed", transitions.len());
+                return self.reconcile(events, changes, changed_groups, done).await;
             }
         };
         let mut committed = Vec::new();
@@ -421,6 +460,32 @@ impl Orchestrator {
         }
         self.after_commit(committed).await;
         if conflicted.is_empty() { done } else { self.apply_each(events, conflicted, done).await }
+    }
+
+    /// After a batch commit failed: the store may have applied some of it before the answer
+    /// was lost. Changes that landed are carried out (their commands sent, their timers set);
+    /// the events of the others are applied again, one at a time.
+    async fn reconcile(
+        &self,
+        events: &[(String, Event)],
+        changes: Vec<Change>,
+        groups: Vec<&Vec<usize>>,
+        mut done: Vec<bool>,
+    ) -> Vec<bool> {
+        let ids: Vec<&str> = changes.iter().map(|c| c.transition.saga.id.as_str()).collect();
+        let stored = self.inner.store.load_many(&ids).await.unwrap_or_else(|_| vec![None; ids.len()]);
+        let mut landed = Vec::new();
+        let mut retry = Vec::new();
+        for ((change, group), stored) in changes.into_iter().zip(groups).zip(stored) {
+            if stored.is_some_and(|s| change.landed_as(&s)) {
+                group.iter().for_each(|&i| done[i] = true);
+                landed.push(change);
+            } else {
+                retry.extend(group.iter().copied());
+            }
+        }
+        self.after_commit(landed).await;
+        self.apply_each(events, retry, done).await
     }
 
     /// The slow path of [`Orchestrator::apply_batch`]: the events at `which`, one at a time.
@@ -501,22 +566,6 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Acknowledge the results a finished batch applied.
-    async fn ack(
-        &self,
-        results: &mut dyn crate::bus::Consumer<crate::protocol::ResultMessage>,
-        done: Result<Vec<crate::bus::AckToken>, tokio::task::JoinError>,
-    ) {
-        let tokens = match done {
-            Ok(tokens) => tokens,
-            // Unacknowledged, its results come back (or their timeouts retry the steps).
-            Err(e) => return tracing::error!("a result batch failed: {e}"),
-        };
-        if let Err(e) = results.ack(&tokens).await {
-            tracing::warn!("cannot acknowledge results: {e}");
-        }
-    }
-
     /// Resume what a previous process left, then consume results and timers (and sweep for
     /// overdue ones) until `shutdown` turns true.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -552,17 +601,18 @@ impl Orchestrator {
                 this.apply_batch(&batch).await;
             }
         });
-        // Batches being applied; each gives back the tokens of the results it applied.
+        // Batches being applied. Each acknowledges its own results once applied, so none
+        // waits for this loop to come round (it may be waiting for new results).
+        let acker = results.acker();
         let mut in_flight = tokio::task::JoinSet::new();
         loop {
-            // Acknowledge what is done, and wait for room before reading more.
             while let Some(done) = in_flight.try_join_next() {
-                self.ack(results.as_mut(), done).await;
+                log_batch_panic(done);
             }
             if in_flight.len() >= BATCHES_IN_FLIGHT
                 && let Some(done) = in_flight.join_next().await
             {
-                self.ack(results.as_mut(), done).await;
+                log_batch_panic(done);
             }
             let batch = tokio::select! {
                 _ = shutdown.changed() => break,
@@ -590,18 +640,29 @@ impl Orchestrator {
                 tokens.push(delivery.token);
                 events.push((r.meta.transaction_id.clone(), Event::Result(r)));
             }
-            let this = self.clone();
+            let (this, acker) = (self.clone(), acker.clone());
             in_flight.spawn(async move {
                 let done = this.apply_batch(&events).await;
-                tokens.into_iter().zip(done).filter_map(|(t, ok)| ok.then_some(t)).collect::<Vec<_>>()
+                let applied: Vec<_> = tokens.into_iter().zip(done).filter_map(|(t, ok)| ok.then_some(t)).collect();
+                // Unacknowledged results come back: applying them again is harmless (stale).
+                if let Err(e) = acker.ack(&applied).await {
+                    tracing::warn!("cannot acknowledge {} results: {e}", applied.len());
+                }
             });
         }
         // Finish what was taken, so it is acknowledged rather than redelivered.
         while let Some(done) = in_flight.join_next().await {
-            self.ack(results.as_mut(), done).await;
+            log_batch_panic(done);
         }
         timer_task.abort();
         sweeper.abort();
         Ok(())
+    }
+}
+
+/// A batch task that panicked left its results unacknowledged: they come back.
+fn log_batch_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!("a result batch failed: {e}; its results will be redelivered");
     }
 }

@@ -8,8 +8,10 @@
 //! Batched, because a command costs a plugin call of about ten microseconds and each trip to
 //! a broker costs more: the idempotency records of a whole batch of commands are read in one
 //! call, and a reply task records the outcomes and sends the results of every command that
-//! finished meanwhile in one call each. A command is acknowledged only once its result is
-//! sent: a crash before that redelivers it.
+//! finished meanwhile in one call each, then acknowledges those commands (at once, not when
+//! the read loop next comes round: a command left unacknowledged is redelivered later, and
+//! one that had failed retryably would run again). A command is acknowledged only once its
+//! result is sent: a crash before that redelivers it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument as _;
 
 use super::Runtime;
-use crate::bus::{AckToken, EventBus};
+use crate::bus::{AckToken, Acker, EventBus};
 use crate::protocol::{CommandMessage, Outcome, ResultMessage};
 use crate::store::SagaStore;
 
@@ -67,21 +69,9 @@ pub async fn run(
     // Bounds the commands in flight. A permit is taken before a command is read, so the bus
     // keeps what we cannot run yet (where another worker may take it).
     let permits = Arc::new(Semaphore::new(concurrency));
-    // Answered commands come back here to be acknowledged by this loop, which owns the
-    // consumer.
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Vec<AckToken>>();
     let (reply_tx, reply_rx) = mpsc::unbounded_channel::<Reply>();
-    let replier = tokio::spawn(reply_loop(bus.clone(), store.clone(), reply_rx, ack_tx));
+    let replier = tokio::spawn(reply_loop(bus.clone(), store.clone(), reply_rx, consumer.acker()));
     loop {
-        let mut answered = Vec::new();
-        while let Ok(tokens) = ack_rx.try_recv() {
-            answered.extend(tokens);
-        }
-        if !answered.is_empty()
-            && let Err(e) = consumer.ack(&answered).await
-        {
-            tracing::warn!("cannot acknowledge {} commands: {e}", answered.len());
-        }
         let first = tokio::select! {
             _ = shutdown.changed() => break,
             p = permits.clone().acquire_owned() => p.expect("semaphore closed"),
@@ -150,28 +140,19 @@ pub async fn run(
     if tokio::time::timeout(DRAIN, replier).await.is_err() {
         tracing::warn!("the last results were not sent within {DRAIN:?}; their commands will be handed back");
     }
-    let mut answered = Vec::new();
-    while let Ok(tokens) = ack_rx.try_recv() {
-        answered.extend(tokens);
-    }
-    if !answered.is_empty()
-        && let Err(e) = consumer.ack(&answered).await
-    {
-        tracing::warn!("cannot acknowledge {} commands at shutdown: {e}", answered.len());
-    }
     if !drained {
         tracing::warn!("stopped with commands still running after {DRAIN:?}; they will be handed back");
     }
     Ok(())
 }
 
-/// Record the outcomes and send the results of finished commands, in batches; pass their
-/// tokens on to be acknowledged. Ends when every sender is gone.
+/// Record the outcomes and send the results of finished commands, in batches, then
+/// acknowledge the commands. Ends when every sender is gone.
 async fn reply_loop(
     bus: Arc<dyn EventBus>,
     store: Arc<dyn SagaStore>,
     mut replies: mpsc::UnboundedReceiver<Reply>,
-    acks: mpsc::UnboundedSender<Vec<AckToken>>,
+    acker: Arc<dyn Acker>,
 ) {
     while let Some(first) = replies.recv().await {
         let mut batch = vec![first];
@@ -194,7 +175,14 @@ async fn reply_loop(
             batch.into_iter().map(|r| (r.result, r.token)).unzip();
         match bus.send_results(results).await {
             // Acknowledge only once answered: a crash before this redelivers them.
-            Ok(()) => drop(acks.send(tokens)),
+            Ok(()) => {
+                if let Err(e) = acker.ack(&tokens).await {
+                    tracing::warn!(
+                        "cannot acknowledge {} commands: {e}; they will be redelivered and answered from their records",
+                        tokens.len()
+                    );
+                }
+            }
             // Left unacknowledged; the orchestrator's step timeouts retry them.
             Err(e) => tracing::warn!("cannot send {} results: {e}", tokens.len()),
         }

@@ -79,9 +79,14 @@ const MAX_APPLY: usize = 4096;
 /// written once. The price is memory: the overlay holds this much of the writes.
 const APPLY_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Log records the applier may be behind before the writer waits for it: bounds the overlay's
-/// memory when the disk cannot keep up with the tables.
+/// Log records queued for the applier; past this the writer keeps them itself until there is
+/// room (see [`Shared::failed`] for what bounds that).
 const APPLY_QUEUE: usize = 1024;
+
+/// How long the tables may fail to be written before the store refuses new writes. The log
+/// keeps everything meanwhile, so nothing is lost; refusing makes the problem (a full disk)
+/// visible instead of letting memory grow.
+const APPLY_FAILURE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Most unfinished sagas kept in memory; past this, loads of the others read the tables and
 /// the sweeper scans the status index.
@@ -112,6 +117,7 @@ impl Drop for Inner {
     /// Close the queue and wait for the writer to finish what is queued and the applier to
     /// write it to the tables, so that the store can be opened again as soon as this returns.
     fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
         self.writer.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -129,6 +135,22 @@ struct Shared {
     unflushed: Mutex<HashMap<OutcomeKey, Vec<u8>>>,
     /// Sequence number of the last log record the tables hold durably.
     applied: AtomicU64,
+    /// Why the store takes no more writes, once it does not: the tables could not be written
+    /// for [`APPLY_FAILURE_LIMIT`], or the applier stopped. Cleared when the tables recover.
+    failed: Mutex<Option<String>>,
+    /// Set when the last handle is dropped: the applier then gives up on a failing table
+    /// write instead of retrying (the log keeps it for the next open).
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn failure(&self) -> Option<String> {
+        self.failed.lock().expect("failed lock poisoned").clone()
+    }
+
+    fn set_failure(&self, why: Option<String>) {
+        *self.failed.lock().expect("failed lock poisoned") = why;
+    }
 }
 
 /// The unfinished sagas, as last committed.
@@ -356,6 +378,8 @@ impl EmbeddedStore {
             overlay: Mutex::new(Overlay::default()),
             unflushed: Mutex::new(HashMap::new()),
             applied: AtomicU64::new(next_seq - 1),
+            failed: Mutex::new(None),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         let (writer, queue) = mpsc::channel();
         let (apply_tx, apply_rx) = mpsc::sync_channel(APPLY_QUEUE);
@@ -408,6 +432,8 @@ impl EmbeddedStore {
 /// is gone, after writing what is queued.
 fn write_loop(shared: &Shared, mut wal: Wal, queue: &mpsc::Receiver<Write>, apply_tx: &mpsc::SyncSender<Record>) {
     let mut group: Vec<Write> = Vec::new();
+    // Logged records the applier had no room for yet, oldest first.
+    let mut backlog: std::collections::VecDeque<Record> = std::collections::VecDeque::new();
     // When the oldest outcome record waiting in `group` must be written.
     let mut flush_by: Option<Instant> = None;
     loop {
@@ -436,9 +462,12 @@ fn write_loop(shared: &Shared, mut wal: Wal, queue: &mpsc::Receiver<Write>, appl
             Err(mpsc::RecvTimeoutError::Disconnected) => true,
         };
         flush_by = None;
-        if !group.is_empty() {
-            commit_group(shared, &mut wal, std::mem::take(&mut group), apply_tx);
+        if !group.is_empty()
+            && let Some(record) = commit_group(shared, &mut wal, std::mem::take(&mut group))
+        {
+            backlog.push_back(record);
         }
+        hand_over(shared, &mut backlog, apply_tx, closed);
         wal.release(shared.applied.load(Ordering::Acquire));
         if closed {
             return;
@@ -446,15 +475,50 @@ fn write_loop(shared: &Shared, mut wal: Wal, queue: &mpsc::Receiver<Write>, appl
     }
 }
 
+/// Pass logged records on to the applier, as many as it has room for. At the end (`closing`)
+/// wait for room, unless the applier is gone: what it never got is in the log, replayed at the
+/// next open.
+fn hand_over(
+    shared: &Shared,
+    backlog: &mut std::collections::VecDeque<Record>,
+    apply_tx: &mpsc::SyncSender<Record>,
+    closing: bool,
+) {
+    while let Some(record) = backlog.pop_front() {
+        let result = if closing {
+            apply_tx.send(record).map_err(|e| mpsc::TrySendError::Disconnected(e.0))
+        } else {
+            apply_tx.try_send(record)
+        };
+        match result {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(record)) => {
+                backlog.push_front(record);
+                if backlog.len() > APPLY_QUEUE {
+                    shared.set_failure(Some(format!(
+                        "the store's tables are {} log records behind; writes resume when they catch up",
+                        backlog.len() + APPLY_QUEUE
+                    )));
+                }
+                return;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                shared.set_failure(Some("the store's applier thread stopped; restart the host".into()));
+                backlog.clear();
+                return;
+            }
+        }
+    }
+    if shared.failure().is_some_and(|why| why.contains("log records behind")) {
+        shared.set_failure(None);
+    }
+}
+
 /// A saga's revision and status as the writer must check them: as staged earlier in this
 /// group, else pending in the overlay, else cached, else in the tables.
-fn current(
-    shared: &Shared,
-    staged: &HashMap<String, (u64, &'static str)>,
-    id: &str,
-) -> Result<Option<(u64, String)>, StoreError> {
-    if let Some((rev, status)) = staged.get(id) {
-        return Ok(Some((*rev, (*status).to_owned())));
+fn current(shared: &Shared, staged: &HashMap<String, &Saga>, id: &str) -> Result<Option<(u64, String)>, StoreError> {
+    if let Some(saga) = staged.get(id) {
+        return Ok(Some((saga.revision, saga.status.as_str().to_owned())));
     }
     if let Some((_, row)) = shared.overlay.lock().expect("overlay lock poisoned").rows.get(id).and_then(|r| r.last()) {
         return Ok(Some((row.revision, row.status.to_owned())));
@@ -472,7 +536,10 @@ fn current(
 }
 
 /// The whole saga with this id, newest version, for a create that finds it exists.
-fn existing(shared: &Shared, id: &str) -> Result<Option<Saga>, StoreError> {
+fn existing(shared: &Shared, staged: &HashMap<String, &Saga>, id: &str) -> Result<Option<Saga>, StoreError> {
+    if let Some(saga) = staged.get(id) {
+        return Ok(Some((*saga).clone()));
+    }
     let pending = shared.overlay.lock().expect("overlay lock poisoned").rows.get(id).and_then(|r| r.last().cloned());
     if let Some((_, row)) = pending {
         return decode(&row.record).map(Some);
@@ -509,39 +576,57 @@ enum Answer {
 }
 
 /// Check every write of `group`, log the accepted ones in one record, publish and answer.
-fn commit_group(shared: &Shared, wal: &mut Wal, group: Vec<Write>, apply_tx: &mpsc::SyncSender<Record>) {
-    let mut staged: HashMap<String, (u64, &'static str)> = HashMap::new();
+/// Returns the record for the applier, if there is one.
+fn commit_group(shared: &Shared, wal: &mut Wal, group: Vec<Write>) -> Option<Record> {
+    if let Some(why) = shared.failure() {
+        refuse(shared, group, &why);
+        return None;
+    }
+    let mut staged: HashMap<String, &Saga> = HashMap::new();
     let mut staged_outcomes: std::collections::HashSet<OutcomeKey> = std::collections::HashSet::new();
     let mut ops = Vec::new();
     let mut answers = Vec::with_capacity(group.len());
     for w in &group {
+        // Each write stages into scratch space, merged only if the whole write succeeds: a
+        // read error halfway through a batch must not log half of it.
+        let mut my_staged: Vec<&Encoded> = Vec::new();
         answers.push(match w {
-            Write::Create(t, _) => Answer::Created((|| {
-                let id = t.saga.id.as_str();
-                if current(shared, &staged, id)?.is_some() {
-                    let saga = existing(shared, id)?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-                    return Ok(Created::Existing(Box::new(saga)));
-                }
-                staged.insert(id.to_owned(), (t.saga.revision, t.saga.status.as_str()));
-                ops.push(t.op());
-                Ok(Created::New)
-            })()),
-            Write::Commit(batch, _) => Answer::Committed((|| {
-                let mut results = Vec::with_capacity(batch.len());
-                for t in batch {
+            Write::Create(t, _) => {
+                let answer = (|| {
                     let id = t.saga.id.as_str();
-                    results.push(match current(shared, &staged, id)? {
-                        None => Committed::NotFound,
-                        Some((rev, _)) if rev != t.expected_revision => Committed::Conflict,
-                        Some(_) => {
-                            staged.insert(id.to_owned(), (t.saga.revision, t.saga.status.as_str()));
-                            ops.push(t.op());
-                            Committed::Ok
-                        }
-                    });
-                }
-                Ok(results)
-            })()),
+                    if current(shared, &staged, id)?.is_some() {
+                        let saga = existing(shared, &staged, id)?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+                        return Ok(Created::Existing(Box::new(saga)));
+                    }
+                    my_staged.push(t);
+                    Ok(Created::New)
+                })();
+                Answer::Created(answer)
+            }
+            Write::Commit(batch, _) => {
+                let answer = (|| {
+                    let mut results = Vec::with_capacity(batch.len());
+                    let mut seen: HashMap<&str, u64> = HashMap::new();
+                    for t in batch {
+                        let id = t.saga.id.as_str();
+                        let now = match seen.get(id) {
+                            Some(rev) => Some(*rev),
+                            None => current(shared, &staged, id)?.map(|(rev, _)| rev),
+                        };
+                        results.push(match now {
+                            None => Committed::NotFound,
+                            Some(rev) if rev != t.expected_revision => Committed::Conflict,
+                            Some(_) => {
+                                seen.insert(id, t.saga.revision);
+                                my_staged.push(t);
+                                Committed::Ok
+                            }
+                        });
+                    }
+                    Ok(results)
+                })();
+                Answer::Committed(answer)
+            }
             Write::Outcome { command, key, outcome } => {
                 let pair = (command.clone(), key.clone());
                 // The first record wins.
@@ -557,31 +642,43 @@ fn commit_group(shared: &Shared, wal: &mut Wal, group: Vec<Write>, apply_tx: &mp
                 Answer::Recorded
             }
         });
+        let ok = match answers.last() {
+            Some(Answer::Created(r)) => r.is_ok(),
+            Some(Answer::Committed(r)) => r.is_ok(),
+            _ => true,
+        };
+        if ok {
+            for t in my_staged {
+                staged.insert(t.saga.id.clone(), &t.saga);
+                ops.push(t.op());
+            }
+        }
     }
     let record = Record { seq: wal.last_seq() + 1, ops };
     if !record.ops.is_empty()
         && let Err(e) = wal.append(&record)
     {
         tracing::error!("cannot write the log: {e} (is the disk full?)");
-        let failed = || StoreError::Unavailable(format!("cannot write the log: {e}"));
-        let mut unflushed = shared.unflushed.lock().expect("unflushed lock poisoned");
-        for w in group {
-            match w {
-                Write::Create(_, tx) => drop(tx.send(Err(failed()))),
-                Write::Commit(_, tx) => drop(tx.send(Err(failed()))),
-                Write::Outcome { command, key, .. } => {
-                    tracing::warn!(command, key, "an outcome record was lost: a redelivery will run the command again");
-                    unflushed.remove(&(command, key));
-                }
-            }
-        }
-        return;
+        refuse(shared, group, &format!("cannot write the log: {e}"));
+        return None;
     }
     publish(shared, &record, group, answers);
-    if !record.ops.is_empty() {
-        // Blocks when the applier is far behind: the writer slows to the tables' pace
-        // rather than hold an unbounded overlay.
-        let _ = apply_tx.send(record);
+    (!record.ops.is_empty()).then_some(record)
+}
+
+/// Answer every write of `group` with an error: none of it was logged.
+fn refuse(shared: &Shared, group: Vec<Write>, why: &str) {
+    let failed = || StoreError::Unavailable(why.to_owned());
+    let mut unflushed = shared.unflushed.lock().expect("unflushed lock poisoned");
+    for w in group {
+        match w {
+            Write::Create(_, tx) => drop(tx.send(Err(failed()))),
+            Write::Commit(_, tx) => drop(tx.send(Err(failed()))),
+            Write::Outcome { command, key, .. } => {
+                tracing::warn!(command, key, "an outcome record was lost: a redelivery will run the command again");
+                unflushed.remove(&(command, key));
+            }
+        }
     }
 }
 
@@ -648,11 +745,25 @@ fn apply_loop(shared: &Shared, rx: &mpsc::Receiver<Record>) {
             }
         }
         let mut delay = Duration::from_millis(100);
+        let failing_since = Instant::now();
         while let Err(e) = apply(&shared.db, &records) {
             // The log keeps everything: nothing is lost while the tables cannot be written.
+            if shared.stopping.load(Ordering::Acquire) {
+                tracing::error!("cannot write the store's tables: {e}; the log keeps the writes for the next start");
+                return;
+            }
             tracing::error!("cannot write the store's tables: {e}; retrying in {delay:?}");
+            if failing_since.elapsed() >= APPLY_FAILURE_LIMIT {
+                shared.set_failure(Some(format!(
+                    "the store's tables cannot be written ({e}); writes resume when they can (is the disk full?)"
+                )));
+            }
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        if shared.failure().is_some_and(|why| why.contains("cannot be written")) {
+            tracing::info!("the store's tables can be written again");
+            shared.set_failure(None);
         }
         let last = records.last().map_or(0, |r| r.seq);
         shared.applied.store(last, Ordering::Release);
@@ -800,8 +911,10 @@ impl SagaStore for EmbeddedStore {
 
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError> {
         let pair = (command.to_owned(), idempotency_key.to_owned());
-        // Logged, then in the tables, then queued: the first record wins, and a queued one
-        // is only ever the first when the other two have none.
+        // A record moves from the queue to the overlay to the tables, and is always in at
+        // least one: read them in that order, so a move during the reads is never missed.
+        // A logged or table record is the first one and wins over a queued one.
+        let queued = self.shared().unflushed.lock().expect("unflushed lock poisoned").get(&pair).cloned();
         let logged = self.shared().overlay.lock().expect("overlay lock poisoned").outcomes.get(&pair).cloned();
         if let Some((_, bytes)) = logged {
             return decode(&bytes).map(Some);
@@ -811,8 +924,7 @@ impl SagaStore for EmbeddedStore {
         if let Some(v) = table.get((command, idempotency_key)).map_err(unavailable)? {
             return decode(v.value()).map(Some);
         }
-        let unflushed = self.shared().unflushed.lock().expect("unflushed lock poisoned");
-        unflushed.get(&pair).map(|b| decode(b)).transpose()
+        queued.map(|b| decode(&b)).transpose()
     }
 
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError> {

@@ -16,9 +16,10 @@
 //! field  := length (u32) | bytes
 //! ```
 //!
-//! A crash in the middle of an append leaves a torn record at the end of the last segment:
-//! its writer was never answered, so replay drops it (and truncates it away). A bad record
-//! anywhere else is corruption, and opening the store fails with a message that says so.
+//! A crash in the middle of an append leaves a torn record at the very end of the last
+//! segment: its writer was never answered, so replay drops it (and truncates it away). A bad
+//! record with anything after it, in any segment, is corruption, and opening the store fails
+//! with a message that says so: nothing acknowledged is dropped silently.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write as _};
@@ -151,27 +152,36 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
     Ok(Record { seq, ops })
 }
 
-/// The next record of a segment: `Ok(None)` at a clean end, `Err` for a record that is torn
-/// or corrupt.
-fn read_record(r: &mut impl Read) -> Result<Option<(Record, u64)>, String> {
+/// Why a record could not be read.
+enum Bad {
+    /// The file ends inside the record: a write cut short.
+    Short(String),
+    /// The record is all there but wrong (checksum, contents), and `len` bytes long in all.
+    Damaged { why: String, len: u64 },
+}
+
+/// The next record of a segment: `Ok(None)` at a clean end.
+fn read_record(r: &mut impl Read) -> Result<Option<(Record, u64)>, Bad> {
     let mut head = [0u8; 8];
     match r.read(&mut head[..1]) {
         Ok(0) => return Ok(None),
         Ok(_) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(Bad::Short(e.to_string())),
     }
-    r.read_exact(&mut head[1..]).map_err(|_| "the record's header is cut short".to_owned())?;
+    r.read_exact(&mut head[1..]).map_err(|_| Bad::Short("the record's header is cut short".to_owned()))?;
     let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
     if len > MAX_BODY {
-        return Err(format!("a record claims {len} bytes"));
+        return Err(Bad::Damaged { why: format!("a record claims {len} bytes"), len: u64::MAX });
     }
     let mut body = vec![0u8; len as usize];
-    r.read_exact(&mut body).map_err(|_| "the record is cut short".to_owned())?;
+    r.read_exact(&mut body).map_err(|_| Bad::Short("the record is cut short".to_owned()))?;
+    let total = 8 + u64::from(len);
     if crc32fast::hash(&body) != crc {
-        return Err("the record's checksum does not match".to_owned());
+        return Err(Bad::Damaged { why: "the record's checksum does not match".to_owned(), len: total });
     }
-    Ok(Some((decode_body(&body)?, 8 + u64::from(len))))
+    let record = decode_body(&body).map_err(|why| Bad::Damaged { why, len: total })?;
+    Ok(Some((record, total)))
 }
 
 /// The segments in `dir`, oldest first, with the sequence number each begins at.
@@ -196,46 +206,50 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.wal"))
 }
 
-/// Every record in the log at `dir`, oldest first. A torn record at the end of the last
+/// Every record in the log at `dir`, oldest first. A torn record at the very end of the last
 /// segment is cut off (the file is truncated before it); any other bad record is an error.
 pub fn replay(dir: &Path) -> anyhow::Result<Vec<Record>> {
     let segs = segments(dir)?;
-    let mut out = Vec::new();
+    let mut out: Vec<Record> = Vec::new();
     for (i, (_, path)) in segs.iter().enumerate() {
         let last = i + 1 == segs.len();
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file_len = file.metadata()?.len();
         let mut reader = BufReader::new(file);
         let mut offset = 0u64;
         loop {
-            match read_record(&mut reader) {
+            let why = match read_record(&mut reader) {
                 Ok(Some((record, len))) => {
-                    if out.last().is_some_and(|r: &Record| r.seq >= record.seq) {
+                    if let Some(prev) = out.last().filter(|r| r.seq >= record.seq) {
                         anyhow::bail!(
                             "{} at byte {offset}: record {} comes after record {}: the log is corrupt; restore the data directory from a backup",
                             path.display(),
                             record.seq,
-                            out.last().map_or(0, |r: &Record| r.seq)
+                            prev.seq
                         );
                     }
                     out.push(record);
                     offset += len;
+                    continue;
                 }
                 Ok(None) => break,
-                Err(why) if last => {
-                    tracing::warn!(
-                        "{} at byte {offset}: {why}; dropping the torn tail left by a crash (it was never acknowledged)",
-                        path.display()
-                    );
-                    let file = OpenOptions::new().write(true).open(path)?;
-                    file.set_len(offset)?;
-                    file.sync_all()?;
-                    break;
-                }
-                Err(why) => anyhow::bail!(
-                    "{} at byte {offset}: {why}. The write-ahead log is corrupt before its last segment; restore the data directory from a backup",
+                // A write cut short, or a damaged record that is the last thing in the file
+                // (sectors of the last write that never reached the disk): torn, never acked.
+                Err(Bad::Short(why)) if last => why,
+                Err(Bad::Damaged { why, len }) if last && offset.saturating_add(len) >= file_len => why,
+                Err(Bad::Short(why) | Bad::Damaged { why, .. }) => anyhow::bail!(
+                    "{} at byte {offset}: {why}, with more of the log after it. The write-ahead log is corrupt; restore the data directory from a backup",
                     path.display()
                 ),
-            }
+            };
+            tracing::warn!(
+                "{} at byte {offset}: {why}; dropping the torn tail left by a crash (it was never acknowledged)",
+                path.display()
+            );
+            let file = OpenOptions::new().write(true).open(path)?;
+            file.set_len(offset)?;
+            file.sync_all()?;
+            break;
         }
     }
     Ok(out)
@@ -252,6 +266,9 @@ pub struct Wal {
     len: u64,
     /// Sequence number of the last record appended, 0 for none.
     last_seq: u64,
+    /// Set when a failed append could not be cut off: appending after the garbage would hide
+    /// later records from replay, so no more appends are taken.
+    broken: Option<String>,
 }
 
 impl Wal {
@@ -273,6 +290,7 @@ impl Wal {
             first_seq: next_seq,
             len: 0,
             last_seq: next_seq.saturating_sub(1),
+            broken: None,
         })
     }
 
@@ -281,21 +299,30 @@ impl Wal {
         self.last_seq
     }
 
-    /// Append `record` (its `seq` must follow the last) and sync it. On failure nothing is
-    /// left of it in the file.
+    /// Append `record` (its `seq` must follow the last) and sync it. `Ok` means it is
+    /// durable; on failure nothing is left of it in the file.
     pub fn append(&mut self, record: &Record) -> std::io::Result<()> {
         debug_assert_eq!(record.seq, self.last_seq + 1);
+        if let Some(why) = &self.broken {
+            return Err(std::io::Error::other(format!("the log cannot take more writes: {why}; restart the host")));
+        }
         let bytes = encode(record);
         let written = self.file.write_all(&bytes).and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             // Cut off whatever part of it got in, so the next record starts clean.
-            let _ = self.file.set_len(self.len);
+            if let Err(cut) = self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
+                self.broken = Some(format!("a failed write ({e}) could not be cut off ({cut})"));
+            }
             return Err(e);
         }
         self.len += bytes.len() as u64;
         self.last_seq = record.seq;
-        if self.len >= SEGMENT_BYTES {
-            self.rotate()?;
+        // The record is durable whatever happens next: a segment that cannot be begun now is
+        // tried again after the next record.
+        if self.len >= SEGMENT_BYTES
+            && let Err(e) = self.rotate()
+        {
+            tracing::warn!("cannot begin a new log segment: {e}; the current one grows until it can");
         }
         Ok(())
     }
@@ -410,6 +437,22 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let records = replay(dir.path()).unwrap();
         assert_eq!(records.len(), 1, "the damaged last record is not applied");
+    }
+
+    #[test]
+    fn a_damaged_record_with_more_after_it_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::start(dir.path(), 1).unwrap();
+        for seq in 1..=3 {
+            wal.append(&Record { seq, ops: vec![row("a", seq)] }).unwrap();
+        }
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        let err = replay(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("with more of the log after it"), "acknowledged records are not dropped: {err}");
     }
 
     #[test]
