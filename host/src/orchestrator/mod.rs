@@ -437,11 +437,17 @@ impl Orchestrator {
         if changes.is_empty() {
             return done;
         }
-        let transitions: Vec<Transition> = changes.iter().map(|c| c.transition.clone()).collect();
-        let results = match store.commit(&transitions).await {
+        // The transitions go to the store as one slice and come back into their changes
+        // afterwards: no copy of the saga records on this path.
+        let (transitions, timers): (Vec<Transition>, Vec<_>) =
+            changes.into_iter().map(|c| (c.transition, c.timer)).unzip();
+        let outcome = store.commit(&transitions).await;
+        let changes: Vec<Change> =
+            transitions.into_iter().zip(timers).map(|(transition, timer)| Change { transition, timer }).collect();
+        let results = match outcome {
             Ok(results) => results,
             Err(e) => {
-                tracing::warn!("cannot commit {} transitions: {e}; checking which landed", transitions.len());
+                tracing::warn!("cannot commit {} transitions: {e}; checking which landed", changes.len());
                 return self.reconcile(events, changes, changed_groups, done).await;
             }
         };

@@ -685,6 +685,13 @@ fn refuse(shared: &Shared, group: Vec<Write>, why: &str) {
 /// Make a logged group visible (overlay and cache together, so a reader never sees one
 /// without the other), then answer its callers.
 fn publish(shared: &Shared, record: &Record, group: Vec<Write>, answers: Vec<Answer>) {
+    /// An answer to send once the locks are released.
+    enum Reply {
+        Created(oneshot::Sender<Result<Created, StoreError>>, Result<Created, StoreError>),
+        Committed(oneshot::Sender<Result<Vec<Committed>, StoreError>>, Result<Vec<Committed>, StoreError>),
+    }
+    let mut replies = Vec::with_capacity(group.len());
+    let mut recorded = Vec::new();
     {
         let mut overlay = shared.overlay.lock().expect("overlay lock poisoned");
         let mut cache = shared.cache.lock().expect("cache lock poisoned");
@@ -700,29 +707,40 @@ fn publish(shared: &Shared, record: &Record, group: Vec<Write>, answers: Vec<Ans
                 }
             }
         }
-        for (w, a) in group.iter().zip(&answers) {
+        // The sagas move into the cache: the writes are done with them.
+        for (w, a) in group.into_iter().zip(answers) {
             match (w, a) {
-                (Write::Create(t, _), Answer::Created(Ok(Created::New))) => cache.put(t.saga.clone()),
-                (Write::Commit(batch, _), Answer::Committed(Ok(results))) => {
-                    for (t, r) in batch.iter().zip(results) {
-                        if *r == Committed::Ok {
-                            cache.put(t.saga.clone());
+                (Write::Create(t, tx), Answer::Created(r)) => {
+                    if matches!(r, Ok(Created::New)) {
+                        cache.put(t.saga);
+                    }
+                    replies.push(Reply::Created(tx, r));
+                }
+                (Write::Commit(batch, tx), Answer::Committed(r)) => {
+                    if let Ok(results) = &r {
+                        for (t, c) in batch.into_iter().zip(results) {
+                            if *c == Committed::Ok {
+                                cache.put(t.saga);
+                            }
                         }
                     }
+                    replies.push(Reply::Committed(tx, r));
                 }
-                _ => {}
+                (Write::Outcome { command, key, .. }, Answer::Recorded) => recorded.push((command, key)),
+                _ => unreachable!("one answer per write, in order"),
             }
         }
     }
-    let mut unflushed = shared.unflushed.lock().expect("unflushed lock poisoned");
-    for (w, a) in group.into_iter().zip(answers) {
-        match (w, a) {
-            (Write::Create(_, tx), Answer::Created(r)) => drop(tx.send(r)),
-            (Write::Commit(_, tx), Answer::Committed(r)) => drop(tx.send(r)),
-            (Write::Outcome { command, key, .. }, Answer::Recorded) => {
-                unflushed.remove(&(command, key));
-            }
-            _ => unreachable!("one answer per write, in order"),
+    {
+        let mut unflushed = shared.unflushed.lock().expect("unflushed lock poisoned");
+        for key in recorded {
+            unflushed.remove(&key);
+        }
+    }
+    for reply in replies {
+        match reply {
+            Reply::Created(tx, r) => drop(tx.send(r)),
+            Reply::Committed(tx, r) => drop(tx.send(r)),
         }
     }
 }
