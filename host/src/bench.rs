@@ -6,10 +6,13 @@
 //! the call that starts a saga to the moment its end is announced (the store has committed
 //! it). Sagas started during the warm-up are not counted.
 //!
-//! - embedded: the durable redb store (a fresh data directory, fsync on every commit) and the
-//!   in-memory bus, as `baton serve` runs without `--redis`.
+//! - embedded: the durable store (a fresh data directory) and the in-memory bus, as
+//!   `baton serve` runs without `--redis`.
 //! - redis: the Redis store and the Redis Streams transport under a fresh key prefix, as
 //!   `baton serve --redis` runs; the keys are deleted afterwards.
+//! - server (`--server URL`): no host here; the clients drive a running `baton serve`
+//!   through its HTTP API (start a saga, then wait for it with `GET ?wait=`), so the figures
+//!   include HTTP and JSON. The CPU reported is the load generator's own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -26,7 +29,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::bus::EventBus;
 use crate::bus::memory::MemoryBus;
 use crate::node::{Node, Parts, Role};
-use crate::orchestrator::saga::SagaStatus;
+use crate::orchestrator::saga::{Saga, SagaStatus};
 use crate::orchestrator::{Finished, Orchestrator, SystemClock};
 use crate::runtime::Runtime;
 use crate::runtime::worker::WorkerConfig;
@@ -37,10 +40,13 @@ use crate::workflow::Catalog;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Durable redb file and in-memory bus.
+    /// Durable store on local disk and in-memory bus.
     Embedded,
     /// Redis store and Redis Streams.
     Redis,
+    /// A running `baton serve`, over HTTP (chosen with `--server`).
+    #[value(skip)]
+    Server,
 }
 
 /// What to run.
@@ -61,6 +67,8 @@ pub struct BenchConfig {
     pub worker_concurrency: usize,
     /// Embedded mode's data directory; a fresh one under the system's temp dir by default.
     pub data: Option<PathBuf>,
+    /// Drive this running `baton serve` instead of a host in this process.
+    pub server: Option<String>,
     /// Print a progress line every second (on stderr).
     pub progress: bool,
 }
@@ -129,10 +137,7 @@ impl Waiters {
             if let Ok(Some(saga)) = o.get(&id).await
                 && saga.status.is_terminal()
             {
-                let commands =
-                    saga.steps.iter().map(|s| s.attempts + s.compensation.as_ref().map_or(0, |c| c.attempts)).sum();
-                let error = saga.error.map(|e| e.code);
-                self.notify(Arc::new(Finished { id, status: saga.status, error, commands }));
+                self.notify(Arc::new(finished(saga)));
             }
         }
     }
@@ -155,7 +160,68 @@ struct Sample {
     last_end: Option<Instant>,
 }
 
-/// Run the benchmark described by `config` with the plugins of `runtime`.
+/// How a client runs one saga to its end.
+#[derive(Clone)]
+enum Target {
+    /// Through the orchestrator of a host in this process.
+    Local { orchestrator: Orchestrator, waiters: Arc<Waiters> },
+    /// Through the HTTP API of a running `baton serve`.
+    Server { http: reqwest::Client, url: String },
+}
+
+impl Target {
+    /// Start saga `id` and wait for its end; the error says, briefly, what went wrong.
+    async fn run_saga(&self, workflow: &str, input: &Value, id: String) -> Result<Arc<Finished>, String> {
+        match self {
+            Target::Local { orchestrator, waiters } => {
+                let done = waiters.register(&id);
+                if let Err(e) = orchestrator.start(workflow, input.clone(), Some(id.clone())).await {
+                    waiters.forget(&id);
+                    return Err(format!("start: {e}"));
+                }
+                match tokio::time::timeout(SAGA_TIMEOUT, done).await {
+                    Ok(Ok(f)) => Ok(f),
+                    Ok(Err(_)) => Err("lost: the host stopped".into()),
+                    Err(_) => {
+                        waiters.forget(&id);
+                        Err(format!("lost: not finished within {SAGA_TIMEOUT:?}"))
+                    }
+                }
+            }
+            Target::Server { http, url } => {
+                let body = serde_json::json!({ "workflow": workflow, "input": input, "id": id });
+                let started = http.post(format!("{url}/v1/sagas")).json(&body).send().await;
+                match started {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => return Err(format!("start: HTTP {}", r.status().as_u16())),
+                    Err(e) => return Err(format!("start: {}", e.without_url())),
+                }
+                let deadline = Instant::now() + SAGA_TIMEOUT;
+                while Instant::now() < deadline {
+                    let got = http.get(format!("{url}/v1/sagas/{id}?wait=30")).send().await;
+                    let saga: Saga = match got {
+                        Ok(r) if r.status().is_success() => r.json().await.map_err(|e| format!("status: {e}"))?,
+                        Ok(r) => return Err(format!("status: HTTP {}", r.status().as_u16())),
+                        Err(e) => return Err(format!("status: {}", e.without_url())),
+                    };
+                    if saga.status.is_terminal() {
+                        return Ok(Arc::new(finished(saga)));
+                    }
+                }
+                Err(format!("lost: not finished within {SAGA_TIMEOUT:?}"))
+            }
+        }
+    }
+}
+
+/// The announcement of a saga read back from its record.
+fn finished(saga: Saga) -> Finished {
+    let commands = saga.steps.iter().map(|s| s.attempts + s.compensation.as_ref().map_or(0, |c| c.attempts)).sum();
+    Finished { id: saga.id, status: saga.status, error: saga.error.map(|e| e.code), commands }
+}
+
+/// Run the benchmark described by `config` with a host in this process, with the plugins of
+/// `runtime`.
 pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> anyhow::Result<Report> {
     if workflows.get(&config.workflow).is_none() {
         anyhow::bail!("no workflow named {:?} (found: {})", config.workflow, workflows.names().join(", "));
@@ -164,7 +230,7 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
     let (store, bus, cleanup) = backend(&config, &run_id).await?;
     let redis_cpu_before = match config.mode {
         Mode::Redis => Some(redis_cpu(&config.redis_url).await?),
-        Mode::Embedded => None,
+        Mode::Embedded | Mode::Server => None,
     };
     let parts = Parts {
         workflows,
@@ -194,16 +260,45 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
             }
         })
     };
+    let target = Target::Local { orchestrator, waiters };
+    let mut report = measure(&config, &target, &run_id).await;
+    if let Some(before) = redis_cpu_before {
+        report.redis_cpu_seconds = Some(redis_cpu(&config.redis_url).await? - before);
+    }
+    dispatcher.abort();
+    node.shutdown().await?;
+    cleanup.run().await;
+    Ok(report)
+}
 
+/// Run the benchmark described by `config` against the `baton serve` at `url`.
+pub async fn run_server(config: BenchConfig, url: &str) -> anyhow::Result<Report> {
+    let url = url.trim_end_matches('/').to_owned();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.concurrency.max(1))
+        .build()
+        .context("cannot build an HTTP client")?;
+    let health = http.get(format!("{url}/healthz")).send().await;
+    if !health.as_ref().is_ok_and(|r| r.status().is_success()) {
+        anyhow::bail!("no baton serve answers at {url}: start one (baton serve), or pass its address with --server");
+    }
+    let run_id = format!("{:x}", crate::orchestrator::Clock::now_ms(&SystemClock));
+    let mut config = config;
+    config.mode = Mode::Server;
+    Ok(measure(&config, &Target::Server { http, url }, &run_id).await)
+}
+
+/// Keep `config.concurrency` sagas in flight against `target` and measure.
+async fn measure(config: &BenchConfig, target: &Target, run_id: &str) -> Report {
     let started = Instant::now();
     let measure_from = started + config.warmup;
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
     let mut clients = Vec::with_capacity(config.concurrency);
     for client in 0..config.concurrency.max(1) {
-        let (o, waiters, stop, counters) = (orchestrator.clone(), waiters.clone(), stop.clone(), counters.clone());
+        let (target, stop, counters) = (target.clone(), stop.clone(), counters.clone());
         let (workflow, input, run_id, budget) =
-            (config.workflow.clone(), config.input.clone(), run_id.clone(), config.sagas);
+            (config.workflow.clone(), config.input.clone(), run_id.to_owned(), config.sagas);
         clients.push(tokio::spawn(async move {
             let mut sample = Sample::default();
             for n in 0u64.. {
@@ -218,24 +313,17 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
                 {
                     break;
                 }
-                let id = format!("bench-{run_id}-{client}-{n}");
-                let done = waiters.register(&id);
-                if let Err(e) = o.start(&workflow, input.clone(), Some(id.clone())).await {
-                    waiters.forget(&id);
-                    if measured {
-                        *sample.errors.entry(format!("start: {e}")).or_default() += 1;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                let finished = tokio::time::timeout(SAGA_TIMEOUT, done).await;
+                let result = target.run_saga(&workflow, &input, format!("bench-{run_id}-{client}-{n}")).await;
                 let end = Instant::now();
                 counters.finished.fetch_add(1, Ordering::Relaxed);
                 if !measured {
+                    if result.is_err() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                     continue;
                 }
-                match finished {
-                    Ok(Ok(f)) => {
+                match result {
+                    Ok(f) => {
                         sample.latencies_us.push(end.duration_since(t0).as_micros() as u64);
                         *sample.statuses.entry(f.status.as_str()).or_default() += 1;
                         sample.commands += u64::from(f.commands);
@@ -244,10 +332,10 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
                         }
                         sample.last_end = Some(end);
                     }
-                    Ok(Err(_)) => *sample.errors.entry("lost: the host stopped".into()).or_default() += 1,
-                    Err(_) => {
-                        waiters.forget(&id);
-                        *sample.errors.entry(format!("lost: not finished within {SAGA_TIMEOUT:?}")).or_default() += 1;
+                    Err(kind) => {
+                        *sample.errors.entry(kind).or_default() += 1;
+                        // Do not spin against a host that refuses work.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
             }
@@ -290,7 +378,13 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
     stop.store(true, Ordering::Relaxed);
     let mut total = Sample::default();
     for c in clients {
-        let s = c.await.context("a bench client panicked")?;
+        let s = match c.await {
+            Ok(s) => s,
+            Err(e) => {
+                *total.errors.entry(format!("a client failed: {e}")).or_default() += 1;
+                continue;
+            }
+        };
         total.latencies_us.extend(s.latencies_us);
         for (k, v) in s.statuses {
             *total.statuses.entry(k).or_default() += v;
@@ -305,14 +399,6 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
     if config.progress {
         eprintln!();
     }
-    let redis_cpu_seconds = match redis_cpu_before {
-        Some(before) => Some(redis_cpu(&config.redis_url).await? - before),
-        None => None,
-    };
-    dispatcher.abort();
-    node.shutdown().await?;
-    cleanup.run().await;
-
     let seconds = total.last_end.map_or(0.0, |e| e.saturating_duration_since(measure_from).as_secs_f64()).max(1e-9);
     total.latencies_us.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -326,8 +412,8 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
     };
     let count = |s: SagaStatus| total.statuses.get(s.as_str()).copied().unwrap_or(0);
     let ended = total.latencies_us.len() as f64;
-    Ok(Report {
-        workflow: config.workflow,
+    Report {
+        workflow: config.workflow.clone(),
         mode: config.mode,
         concurrency: config.concurrency,
         seconds,
@@ -342,9 +428,9 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
         max_ms: pct(100.0),
         errors: total.errors,
         cpu_seconds,
-        redis_cpu_seconds,
+        redis_cpu_seconds: None,
         runs: 1,
-    })
+    }
 }
 
 impl Report {
@@ -396,8 +482,9 @@ impl Report {
     /// The report for a person, in the style of `redis-benchmark`.
     pub fn print(&self) {
         let mode = match self.mode {
-            Mode::Embedded => "embedded (redb file, in-memory bus)",
+            Mode::Embedded => "embedded (write-ahead log and redb, in-memory bus)",
             Mode::Redis => "redis (Redis store, Redis Streams)",
+            Mode::Server => "a running baton serve, over HTTP (cpu: the load generator's)",
         };
         let runs = if self.runs > 1 { format!(" (medians of {} runs)", self.runs) } else { String::new() };
         println!("baton bench: workflow {}, {mode}, {} in flight{runs}", self.workflow, self.concurrency);
@@ -477,6 +564,7 @@ async fn backend(
             let bus = crate::bus::redis_streams::RedisStreamsBus::connect(url, &prefix, streams).await?;
             Ok((Arc::new(store), Arc::new(bus), Cleanup::RedisPrefix { url: url.clone(), prefix }))
         }
+        Mode::Server => anyhow::bail!("a bench against a server runs no host of its own (run_server)"),
     }
 }
 

@@ -177,6 +177,10 @@ pub enum Command {
         /// Data directory for --mode embedded (kept afterwards) [default: a fresh temporary one].
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Drive a running `baton serve` at this URL over its HTTP API, instead of a host in
+        /// this process (--mode and the plugin flags then do not apply).
+        #[arg(long, conflicts_with_all = ["mode", "data"])]
+        server: Option<String>,
         /// Repeat the measurement this many times (each on a fresh store) and report the
         /// medians.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -277,6 +281,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             redis,
             worker_concurrency,
             data,
+            server,
             runs,
             json,
         } => {
@@ -298,6 +303,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 warmup: seconds("warmup", *warmup)?,
                 worker_concurrency: *worker_concurrency,
                 data: data.clone(),
+                server: server.clone(),
                 progress: !*json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
             bench(&cli, config, *runs, *json).await
@@ -308,13 +314,19 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn bench(cli: &Cli, config: crate::bench::BenchConfig, runs: u32, json: bool) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     for run in 1..=runs {
-        // A fresh runtime per run: the plugins come from the compile cache, so this is quick.
-        let (runtime, _) = load_runtime(cli).await?;
-        let (catalog, errors) = load_workflows(&cli.workflows, &runtime.command_names())?;
-        if let Some(e) = errors.iter().find(|e| e.workflow.as_deref() == Some(config.workflow.as_str())) {
-            bail!("workflow {:?} cannot run: {e}", config.workflow);
-        }
-        let report = crate::bench::run(config.clone(), runtime, catalog).await?;
+        let report = match &config.server {
+            Some(url) => crate::bench::run_server(config.clone(), url).await?,
+            None => {
+                // A fresh runtime per run: the plugins come from the compile cache, so this
+                // is quick.
+                let (runtime, _) = load_runtime(cli).await?;
+                let (catalog, errors) = load_workflows(&cli.workflows, &runtime.command_names())?;
+                if let Some(e) = errors.iter().find(|e| e.workflow.as_deref() == Some(config.workflow.as_str())) {
+                    bail!("workflow {:?} cannot run: {e}", config.workflow);
+                }
+                crate::bench::run(config.clone(), runtime, catalog).await?
+            }
+        };
         if runs > 1 && !json {
             eprintln!("run {run}/{runs}: {}", report.line());
         }

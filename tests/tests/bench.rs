@@ -74,3 +74,28 @@ fn bad_bench_arguments_are_clear_errors() {
     let ran = run(baton().args(["bench", "order", "--input", "{}", "--runs", "0"]));
     assert_eq!(ran.code, 1, "{ran}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_drives_a_running_server_over_http() {
+    let data = tempfile::tempdir().unwrap();
+    let server = baton_tests::server::Server::start(&["--data", data.path().to_str().unwrap()]).await;
+    let url = server.url.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        bench(&["--input", &order(json!({})), "--sagas", "20", "-c", "4", "--server", &url])
+    })
+    .await
+    .unwrap();
+    assert_eq!(report["mode"], "server");
+    assert_eq!(report["completed"], 20, "{report:#}");
+    assert_figures(&report);
+    // The sagas are the server's: it lists them.
+    let (_, list) = server.get("/v1/sagas?status=completed&limit=100").await;
+    assert_eq!(list.as_array().unwrap().len(), 20);
+}
+
+#[test]
+fn bench_against_no_server_says_so() {
+    let ran = run(baton().args(["bench", "order", "--input", "{}", "--sagas", "1", "--server", "http://127.0.0.1:1"]));
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.stderr.contains("no baton serve answers at http://127.0.0.1:1"), "{ran}");
+}
