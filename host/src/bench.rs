@@ -14,23 +14,22 @@
 //!   through its HTTP API (start a saga, then wait for it with `GET ?wait=`), so the figures
 //!   include HTTP and JSON. The CPU reported is the load generator's own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{broadcast, oneshot};
 
 use crate::bus::EventBus;
 use crate::bus::memory::MemoryBus;
 use crate::node::{Node, Parts, Role};
 use crate::orchestrator::saga::{Saga, SagaStatus};
-use crate::orchestrator::{Finished, Orchestrator, SystemClock};
+use crate::orchestrator::{Orchestrator, SystemClock};
 use crate::runtime::Runtime;
 use crate::runtime::worker::WorkerConfig;
 use crate::store::SagaStore;
@@ -105,42 +104,13 @@ pub struct Report {
 /// How long one saga may take before the bench counts it as lost and moves on.
 const SAGA_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Clients waiting for their saga to end, fed from the orchestrator's announcements by one
-/// task, so that each announcement is looked up once instead of cloned to every client.
-#[derive(Default)]
-struct Waiters {
-    map: Mutex<HashMap<String, oneshot::Sender<Arc<Finished>>>>,
-}
-
-impl Waiters {
-    fn register(&self, id: &str) -> oneshot::Receiver<Arc<Finished>> {
-        let (tx, rx) = oneshot::channel();
-        self.map.lock().expect("waiters lock").insert(id.to_owned(), tx);
-        rx
-    }
-
-    fn forget(&self, id: &str) {
-        self.map.lock().expect("waiters lock").remove(id);
-    }
-
-    fn notify(&self, f: Arc<Finished>) {
-        let waiter = self.map.lock().expect("waiters lock").remove(&f.id);
-        if let Some(tx) = waiter {
-            let _ = tx.send(f);
-        }
-    }
-
-    /// After missing announcements: ask the store about everyone still waiting.
-    async fn catch_up(&self, o: &Orchestrator) {
-        let ids: Vec<String> = self.map.lock().expect("waiters lock").keys().cloned().collect();
-        for id in ids {
-            if let Ok(Some(saga)) = o.get(&id).await
-                && saga.status.is_terminal()
-            {
-                self.notify(Arc::new(finished(saga)));
-            }
-        }
-    }
+/// How a saga a client ran ended.
+struct Finished {
+    status: SagaStatus,
+    /// The code of the failure that made it compensate, if it did.
+    error: Option<String>,
+    /// Commands it sent in all: attempts of steps and of compensations.
+    commands: u32,
 }
 
 /// Counters shared by the clients, read by the progress line.
@@ -164,28 +134,24 @@ struct Sample {
 #[derive(Clone)]
 enum Target {
     /// Through the orchestrator of a host in this process.
-    Local { orchestrator: Orchestrator, waiters: Arc<Waiters> },
+    Local { orchestrator: Orchestrator },
     /// Through the HTTP API of a running `baton serve`.
     Server { http: reqwest::Client, url: String },
 }
 
 impl Target {
     /// Start saga `id` and wait for its end; the error says, briefly, what went wrong.
-    async fn run_saga(&self, workflow: &str, input: &Value, id: String) -> Result<Arc<Finished>, String> {
+    async fn run_saga(&self, workflow: &str, input: &Value, id: String) -> Result<Finished, String> {
         match self {
-            Target::Local { orchestrator, waiters } => {
-                let done = waiters.register(&id);
-                if let Err(e) = orchestrator.start(workflow, input.clone(), Some(id.clone())).await {
-                    waiters.forget(&id);
-                    return Err(format!("start: {e}"));
-                }
-                match tokio::time::timeout(SAGA_TIMEOUT, done).await {
-                    Ok(Ok(f)) => Ok(f),
-                    Ok(Err(_)) => Err("lost: the host stopped".into()),
-                    Err(_) => {
-                        waiters.forget(&id);
-                        Err(format!("lost: not finished within {SAGA_TIMEOUT:?}"))
-                    }
+            Target::Local { orchestrator } => {
+                orchestrator
+                    .start(workflow, input.clone(), Some(id.clone()))
+                    .await
+                    .map_err(|e| format!("start: {e}"))?;
+                match tokio::time::timeout(SAGA_TIMEOUT, orchestrator.wait(&id)).await {
+                    Ok(Ok(saga)) => Ok(finished(saga)),
+                    Ok(Err(e)) => Err(format!("wait: {e}")),
+                    Err(_) => Err(format!("lost: not finished within {SAGA_TIMEOUT:?}")),
                 }
             }
             Target::Server { http, url } => {
@@ -205,7 +171,7 @@ impl Target {
                         Err(e) => return Err(format!("status: {}", e.without_url())),
                     };
                     if saga.status.is_terminal() {
-                        return Ok(Arc::new(finished(saga)));
+                        return Ok(finished(saga));
                     }
                 }
                 Err(format!("lost: not finished within {SAGA_TIMEOUT:?}"))
@@ -214,10 +180,10 @@ impl Target {
     }
 }
 
-/// The announcement of a saga read back from its record.
+/// How a saga ended, from its record.
 fn finished(saga: Saga) -> Finished {
     let commands = saga.steps.iter().map(|s| s.attempts + s.compensation.as_ref().map_or(0, |c| c.attempts)).sum();
-    Finished { id: saga.id, status: saga.status, error: saga.error.map(|e| e.code), commands }
+    Finished { status: saga.status, error: saga.error.map(|e| e.code), commands }
 }
 
 /// Run the benchmark described by `config` with a host in this process, with the plugins of
@@ -243,29 +209,11 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
     let node = Node::start(parts, Role::All);
     let orchestrator = node.orchestrator.clone();
 
-    let waiters = Arc::new(Waiters::default());
-    let dispatcher = {
-        let (waiters, o) = (waiters.clone(), orchestrator.clone());
-        let mut rx = orchestrator.finished();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(f) => waiters.notify(f),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!("bench: missed {n} announcements; asking the store");
-                        waiters.catch_up(&o).await;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        })
-    };
-    let target = Target::Local { orchestrator, waiters };
+    let target = Target::Local { orchestrator };
     let mut report = measure(&config, &target, &run_id).await;
     if let Some(before) = redis_cpu_before {
         report.redis_cpu_seconds = Some(redis_cpu(&config.redis_url).await? - before);
     }
-    dispatcher.abort();
     node.shutdown().await?;
     cleanup.run().await;
     Ok(report)

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use decide::{Decision, Effect, Event, decide, pending_command, pending_timer};
 use saga::{HistoryEntry, Saga, SagaStatus};
@@ -91,10 +91,6 @@ const SWEEP_BATCH: usize = 256;
 /// host may finish the saga, and its announcement does not reach this process.
 const WAIT_POLL: Duration = Duration::from_millis(200);
 
-/// Capacity of the channel announcing finished sagas. A waiter that falls behind re-reads the
-/// store, so a small buffer costs nothing but a reload.
-const FINISHED_CAPACITY: usize = 4096;
-
 /// See the module documentation. Cheap to clone.
 #[derive(Clone)]
 pub struct Orchestrator {
@@ -109,23 +105,14 @@ struct Inner {
     timers: Timers,
     /// Due timers come back here; taken by [`Orchestrator::run`].
     due: std::sync::Mutex<Option<mpsc::UnboundedReceiver<timers::Due>>>,
-    /// Sagas that reached a terminal state, for [`Orchestrator::wait`] and observers.
-    finished: broadcast::Sender<Arc<Finished>>,
+    /// Callers of [`Orchestrator::wait`], by saga id: a saga's end wakes its own waiters
+    /// only (a broadcast would wake every waiter at every end). A std `Mutex`: map
+    /// operations only, never held across an await.
+    waiting: std::sync::Mutex<HashMap<String, Vec<oneshot::Sender<Saga>>>>,
     /// Makes generated saga ids unique within this process.
     sequence: AtomicU64,
     /// Makes generated saga ids unique across processes.
     salt: u64,
-}
-
-/// A saga that ended, as this process announces it (see [`Orchestrator::finished`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finished {
-    pub id: String,
-    pub status: SagaStatus,
-    /// The code of the failure that made it compensate, if it did.
-    pub error: Option<String>,
-    /// Commands it sent in all: attempts of steps and of compensations.
-    pub commands: u32,
 }
 
 /// A decided change, ready to commit, and the timer the saga waits on after it.
@@ -159,7 +146,6 @@ impl Orchestrator {
     /// the timer task).
     pub fn new(workflows: Catalog, store: Arc<dyn SagaStore>, bus: Arc<dyn EventBus>, clock: Arc<dyn Clock>) -> Self {
         let (timers, due) = Timers::start(clock.clone());
-        let (finished, _) = broadcast::channel(FINISHED_CAPACITY);
         // RandomState is seeded from the OS: a cheap random number without a dependency.
         let salt = RandomState::new().hash_one(std::process::id());
         Orchestrator {
@@ -170,7 +156,7 @@ impl Orchestrator {
                 clock,
                 timers,
                 due: std::sync::Mutex::new(Some(due)),
-                finished,
+                waiting: std::sync::Mutex::new(HashMap::new()),
                 sequence: AtomicU64::new(0),
                 salt,
             }),
@@ -225,36 +211,38 @@ impl Orchestrator {
         self.inner.store.list(status, limit).await
     }
 
-    /// A receiver of the sagas that end, as this process ends them. A receiver that falls
-    /// more than a few thousand behind misses some (it sees `Lagged`) and must read the store.
-    pub fn finished(&self) -> broadcast::Receiver<Arc<Finished>> {
-        self.inner.finished.subscribe()
-    }
-
-    /// Wait until the saga reaches a terminal state, and return it.
+    /// Wait until the saga reaches a terminal state, and return it. The end is handed over
+    /// by the commit that makes it, when this process makes it; the store is read again
+    /// every [`WAIT_POLL`] for an end another host made.
     pub async fn wait(&self, id: &str) -> Result<Saga, StoreError> {
-        let mut finished = self.inner.finished.subscribe();
         loop {
+            // Registered before the read, so an end between the two is not missed.
+            let ended = {
+                let (tx, rx) = oneshot::channel();
+                let mut waiting = self.inner.waiting.lock().expect("waiting lock poisoned");
+                let waiters = waiting.entry(id.to_owned()).or_default();
+                waiters.retain(|w| !w.is_closed());
+                waiters.push(tx);
+                rx
+            };
             let saga = self.inner.store.load(id).await?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
             if saga.status.is_terminal() {
                 return Ok(saga);
             }
-            let poll = tokio::time::sleep(WAIT_POLL);
-            tokio::pin!(poll);
-            loop {
-                tokio::select! {
-                    _ = &mut poll => break,
-                    r = finished.recv() => match r {
-                        Ok(done) if done.id == id => break,
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => {
-                            return Err(StoreError::Unavailable("orchestrator stopped".into()));
-                        }
-                    },
-                }
+            tokio::select! {
+                saga = ended => if let Ok(saga) = saga { return Ok(saga) },
+                _ = tokio::time::sleep(WAIT_POLL) => {}
             }
         }
+    }
+
+    /// Forget the waiters that gave up (a request that timed out, a client that left).
+    fn prune_waiters(&self) {
+        let mut waiting = self.inner.waiting.lock().expect("waiting lock poisoned");
+        waiting.retain(|_, waiters| {
+            waiters.retain(|w| !w.is_closed());
+            !waiters.is_empty()
+        });
     }
 
     /// Decide `events` in order on `saga`.
@@ -311,14 +299,10 @@ impl Orchestrator {
             }
             if saga.status.is_terminal() {
                 tracing::info!(transaction_id = %saga.id, status = %saga.status, "saga finished");
-                let commands =
-                    saga.steps.iter().map(|s| s.attempts + s.compensation.as_ref().map_or(0, |c| c.attempts)).sum();
-                let _ = inner.finished.send(Arc::new(Finished {
-                    id: saga.id.clone(),
-                    status: saga.status,
-                    error: saga.error.as_ref().map(|e| e.code.clone()),
-                    commands,
-                }));
+                let waiters = inner.waiting.lock().expect("waiting lock poisoned").remove(&saga.id);
+                for w in waiters.into_iter().flatten() {
+                    let _ = w.send(saga.clone());
+                }
             }
             if !inner.store.dispatches_commands() {
                 commands.extend(change.transition.commands);
@@ -590,6 +574,7 @@ impl Orchestrator {
                         if let Err(e) = this.sweep().await {
                             tracing::warn!("cannot sweep for overdue timers: {e}");
                         }
+                        this.prune_waiters();
                     }
                 }
             }
