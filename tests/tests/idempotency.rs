@@ -1,6 +1,7 @@
 //! Effectively-once: a duplicate command (same command, same idempotency key) is answered from
 //! the recorded outcome and never runs its plugin twice; retryable failures are not recorded.
-//! Driven through the real library path: the real runtime, the real testkit plugin.
+//! Driven through the real library path: the real runtime, the real testkit plugin, and every
+//! store (in memory, embedded on disk, the real Redis); and end to end through Redis Streams.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,37 +36,102 @@ fn command(name: &str, key: &str, attempt: u32, payload: Value) -> CommandMessag
     }
 }
 
+/// The stores under test: in memory, embedded in a temporary directory, and Redis under a
+/// fresh prefix (deleted by the guard).
+async fn stores(test: &str) -> (Vec<(&'static str, Arc<dyn SagaStore>)>, tempfile::TempDir, PrefixGuard) {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = baton_tests::unique_prefix(test);
+    let redis = baton::store::redis::RedisStore::connect(&baton_tests::redis_url(), &prefix).await.unwrap();
+    let embedded = baton::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    let list: Vec<(&'static str, Arc<dyn SagaStore>)> =
+        vec![("memory", Arc::new(MemoryStore::new())), ("embedded", Arc::new(embedded)), ("redis", Arc::new(redis))];
+    (list, dir, PrefixGuard(prefix))
+}
+
+struct PrefixGuard(String);
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        baton_tests::delete_prefix(&self.0);
+    }
+}
+
 #[tokio::test]
 async fn a_duplicate_gets_the_recorded_outcome_without_running_again() {
     let rt = runtime().await;
-    let store = Arc::new(MemoryStore::new());
-    let first = handle(&rt, store.as_ref(), command("testkit.echo", "k-1", 1, json!({"n": 1}))).await;
-    assert_eq!(first.outcome, Outcome::Ok(json!({"n": 1})));
+    let (stores, _dir, _guard) = stores("idem_duplicate").await;
+    for (name, store) in stores {
+        duplicate_is_answered_from_the_record(&rt, store.as_ref(), name).await;
+    }
+}
+
+async fn duplicate_is_answered_from_the_record(rt: &Runtime, store: &dyn SagaStore, name: &str) {
+    let first = handle(rt, store, command("testkit.echo", "k-1", 1, json!({"n": 1}))).await;
+    assert_eq!(first.outcome, Outcome::Ok(json!({"n": 1})), "{name}");
     // Same key, different payload: had the plugin run, it would echo {"n": 2}.
-    let dup = handle(&rt, store.as_ref(), command("testkit.echo", "k-1", 1, json!({"n": 2}))).await;
-    assert_eq!(dup.outcome, Outcome::Ok(json!({"n": 1})));
+    let dup = handle(rt, store, command("testkit.echo", "k-1", 1, json!({"n": 2}))).await;
+    assert_eq!(dup.outcome, Outcome::Ok(json!({"n": 1})), "{name}: answered from the record");
     // Another key runs.
-    let other = handle(&rt, store.as_ref(), command("testkit.echo", "k-2", 1, json!({"n": 3}))).await;
-    assert_eq!(other.outcome, Outcome::Ok(json!({"n": 3})));
+    let other = handle(rt, store, command("testkit.echo", "k-2", 1, json!({"n": 3}))).await;
+    assert_eq!(other.outcome, Outcome::Ok(json!({"n": 3})), "{name}");
 }
 
 #[tokio::test]
 async fn fatal_failures_are_recorded_and_retryable_ones_are_not() {
     let rt = runtime().await;
-    let store = Arc::new(MemoryStore::new());
+    let (stores, _dir, _guard) = stores("idem_fatal").await;
+    for (name, store) in stores {
+        only_terminal_outcomes_are_recorded(&rt, store.as_ref(), name).await;
+    }
+}
+
+async fn only_terminal_outcomes_are_recorded(rt: &Runtime, store: &dyn SagaStore, name: &str) {
     let flaky = json!({"code": "busy", "message": "later", "retryable": true, "succeed_on_attempt": 2});
-    let r1 = handle(&rt, store.as_ref(), command("testkit.fail", "k-flaky", 1, flaky.clone())).await;
-    assert!(matches!(&r1.outcome, Outcome::Err(f) if f.retryable));
-    assert_eq!(store.outcome("testkit.fail", "k-flaky").await.unwrap(), None, "retryable: not recorded");
-    let r2 = handle(&rt, store.as_ref(), command("testkit.fail", "k-flaky", 2, flaky)).await;
-    assert_eq!(r2.outcome, Outcome::Ok(json!({"attempt": 2})), "the retry really ran");
+    let r1 = handle(rt, store, command("testkit.fail", "k-flaky", 1, flaky.clone())).await;
+    assert!(matches!(&r1.outcome, Outcome::Err(f) if f.retryable), "{name}");
+    assert_eq!(store.outcome("testkit.fail", "k-flaky").await.unwrap(), None, "{name}: retryable, not recorded");
+    let r2 = handle(rt, store, command("testkit.fail", "k-flaky", 2, flaky)).await;
+    assert_eq!(r2.outcome, Outcome::Ok(json!({"attempt": 2})), "{name}: the retry really ran");
 
     let fatal = json!({"code": "declined", "message": "no"});
-    let f1 = handle(&rt, store.as_ref(), command("testkit.fail", "k-fatal", 1, fatal)).await;
-    assert!(matches!(&f1.outcome, Outcome::Err(f) if f.code == "declined" && !f.retryable));
-    let f2 =
-        handle(&rt, store.as_ref(), command("testkit.fail", "k-fatal", 2, json!({"code": "x", "message": "y"}))).await;
-    assert_eq!(f2.outcome, f1.outcome, "a fatal outcome is final for its key");
+    let f1 = handle(rt, store, command("testkit.fail", "k-fatal", 1, fatal)).await;
+    assert!(matches!(&f1.outcome, Outcome::Err(f) if f.code == "declined" && !f.retryable), "{name}");
+    let f2 = handle(rt, store, command("testkit.fail", "k-fatal", 2, json!({"code": "x", "message": "y"}))).await;
+    assert_eq!(f2.outcome, f1.outcome, "{name}: a fatal outcome is final for its key");
+}
+
+/// End to end on the real Redis: a worker pool on Redis Streams gets the same command twice
+/// (a redelivery, or a duplicate publish), the second with a payload that would echo
+/// differently. Both results carry the first run's output: the plugin ran once.
+#[tokio::test]
+async fn a_duplicate_on_redis_streams_is_answered_without_running_the_plugin() {
+    use baton::bus::EventBus;
+    use baton::bus::redis_streams::{RedisStreamsBus, StreamsConfig};
+    let prefix = baton_tests::unique_prefix("idem_streams");
+    let _guard = PrefixGuard(prefix.clone());
+    let url = baton_tests::redis_url();
+    let config = StreamsConfig { block: std::time::Duration::from_millis(100), ..StreamsConfig::default() };
+    let bus: Arc<dyn EventBus> = Arc::new(RedisStreamsBus::connect(&url, &prefix, config).await.unwrap());
+    let store: Arc<dyn SagaStore> = Arc::new(baton::store::redis::RedisStore::connect(&url, &prefix).await.unwrap());
+    let mut results = bus.result_consumer().await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let pool = tokio::spawn(baton::runtime::worker::run(
+        Arc::new(runtime().await),
+        bus.clone(),
+        store,
+        baton::runtime::worker::WorkerConfig::default(),
+        stopped,
+    ));
+    let mut outputs = Vec::new();
+    for payload in [json!({"run": "first"}), json!({"run": "second"})] {
+        bus.send_commands(vec![command("testkit.echo", "saga-1/echo/forward", 1, payload)]).await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), results.recv(1)).await.unwrap().unwrap();
+        results.ack(&[got[0].token.clone()]).await.unwrap();
+        outputs.push(got[0].message.outcome.clone());
+    }
+    assert_eq!(outputs, vec![Outcome::Ok(json!({"run": "first"})); 2], "the duplicate was answered from the record");
+    stop.send(true).unwrap();
+    pool.await.unwrap().unwrap();
 }
 
 #[tokio::test]
