@@ -14,6 +14,11 @@
 
 use serde_json::{Map, Number, Value};
 
+/// Deepest nesting of `{..}` and `[..]` an expression may have. The parser recurses once per
+/// level, so without a bound a hostile definition could overflow the host's stack; a payload
+/// mapping deeper than this is not one a person wrote.
+pub const MAX_DEPTH: usize = 32;
+
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -55,7 +60,7 @@ pub trait Scope {
 impl Expr {
     /// Parse `text`. The error names the character offset and what was expected.
     pub fn parse(text: &str) -> Result<Expr, String> {
-        let mut p = Parser { src: text.as_bytes(), pos: 0 };
+        let mut p = Parser { src: text.as_bytes(), pos: 0, depth: 0 };
         let e = p.expr()?;
         p.skip_ws();
         if p.pos != p.src.len() {
@@ -162,6 +167,8 @@ impl std::fmt::Display for Path {
 struct Parser<'a> {
     src: &'a [u8],
     pos: usize,
+    /// Open `{` and `[` around the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -193,6 +200,19 @@ impl Parser<'_> {
     }
 
     fn expr(&mut self) -> Result<Expr, String> {
+        if matches!(self.peek(), Some(b'{' | b'[')) {
+            // Checked before recursing, so the stack never grows past the bound.
+            if self.depth >= MAX_DEPTH {
+                return Err(format!(
+                    "the expression nests {{..}} and [..] deeper than {MAX_DEPTH} levels (at offset {}): flatten it",
+                    self.pos
+                ));
+            }
+            self.depth += 1;
+            let e = if self.peek() == Some(b'{') { self.object() } else { self.array() };
+            self.depth -= 1;
+            return e;
+        }
         match self.peek() {
             Some(b'{') => self.object(),
             Some(b'[') => self.array(),
@@ -414,6 +434,8 @@ mod tests {
             ("steps", "must be followed by a step name"),
             ("'open", "unterminated string"),
             ("input.x y", "expected end of expression"),
+            (&*"[".repeat(100_000), "deeper than 32 levels"),
+            (&*"{ a: ".repeat(100_000), "deeper than 32 levels"),
         ] {
             let err = Expr::parse(text).unwrap_err();
             assert!(err.contains(needle), "{text}: {err}");

@@ -49,6 +49,14 @@ pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
     multiplier: 2.0,
 };
 
+/// Longest step timeout: a year. A deadline is computed as `now + timeout`, so a bound keeps
+/// the arithmetic far from overflow; a step that must wait longer is a design to rethink.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 86_400);
+/// Longest delay between two attempts (`retry.backoff`, `retry.max_backoff`): a day.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(86_400);
+/// Most attempts of one step, the first included.
+pub const MAX_ATTEMPTS: u32 = 100;
+
 /// A validated, resolved workflow. Immutable; shared behind an `Arc`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Workflow {
@@ -353,8 +361,9 @@ fn resolve_duration(
     step: Option<&str>,
     key: &str,
     text: &Spanned<String>,
+    max: Duration,
 ) -> Option<Duration> {
-    match duration::parse(text.get_ref()) {
+    match duration::parse_at_most(text.get_ref(), max) {
         Ok(d) => Some(d),
         Err(msg) => {
             report.at(Some(text.span()), step, format!("{key}: {msg}"));
@@ -370,7 +379,7 @@ fn resolve_timeout(
     fallback: Duration,
 ) -> Duration {
     let Some(text) = text else { return fallback };
-    match resolve_duration(report, step, "timeout", text) {
+    match resolve_duration(report, step, "timeout", text, MAX_TIMEOUT) {
         Some(d) if d.is_zero() => {
             report.at(Some(text.span()), step, "timeout must be longer than zero");
             fallback
@@ -394,17 +403,23 @@ fn resolve_retry(
     if let Some(attempts) = r.attempts {
         if attempts == 0 {
             report.at(Some(spanned.span()), step, "retry.attempts counts the first try too: it must be at least 1");
+        } else if attempts > MAX_ATTEMPTS {
+            report.at(
+                Some(spanned.span()),
+                step,
+                format!("retry.attempts {attempts} is more than the largest value allowed, {MAX_ATTEMPTS}"),
+            );
         } else {
             policy.attempts = attempts;
         }
     }
     if let Some(b) = &r.backoff
-        && let Some(d) = resolve_duration(report, step, "retry.backoff", b)
+        && let Some(d) = resolve_duration(report, step, "retry.backoff", b, MAX_BACKOFF)
     {
         policy.backoff = d;
     }
     if let Some(b) = &r.max_backoff
-        && let Some(d) = resolve_duration(report, step, "retry.max_backoff", b)
+        && let Some(d) = resolve_duration(report, step, "retry.max_backoff", b, MAX_BACKOFF)
     {
         policy.max_backoff = d;
     }
