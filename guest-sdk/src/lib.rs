@@ -16,7 +16,7 @@
 //!
 //! fn charge(req: Charge, ctx: &Context) -> Result<Receipt, Failure> {
 //!     if req.amount > 10_000.0 {
-//!         return Err(Failure::fatal("card_declined", "amount over the card limit"));
+//!         return Err(Failure::permanent("card_declined", "amount over the card limit"));
 //!     }
 //!     Ok(Receipt { payment_id: format!("pay-{}-{}", req.order_id, ctx.attempt) })
 //! }
@@ -87,11 +87,22 @@ impl Failure {
     /// and compensates the steps it completed.
     ///
     /// ```
-    /// let f = baton_guest::Failure::fatal("card_declined", "over the limit");
+    /// let f = baton_guest::Failure::permanent("card_declined", "over the limit");
     /// assert!(!f.retryable);
     /// ```
-    pub fn fatal(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self { code: code.into(), message: message.into(), retryable: false }
+    }
+
+    /// The former name of [`Failure::permanent`].
+    ///
+    /// ```
+    /// # #![allow(deprecated)]
+    /// assert!(!baton_guest::Failure::fatal("card_declined", "over the limit").retryable);
+    /// ```
+    #[deprecated(note = "renamed to `Failure::permanent`: Baton calls a failure retryable or permanent")]
+    pub fn fatal(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::permanent(code, message)
     }
 }
 
@@ -186,14 +197,14 @@ impl Registry {
     {
         let erased: Erased = Box::new(move |payload: &str, ctx: &Context| {
             let input: I = serde_json::from_str(payload).map_err(|e| {
-                Failure::fatal(
+                Failure::permanent(
                     "invalid_input",
                     format!("command {}: payload does not match the expected input: {e}", ctx.command),
                 )
             })?;
             let output = handler(input, ctx)?;
             serde_json::to_string(&output).map_err(|e| {
-                Failure::fatal("invalid_output", format!("command {}: result is not JSON: {e}", ctx.command))
+                Failure::permanent("invalid_output", format!("command {}: result is not JSON: {e}", ctx.command))
             })
         });
         self.entries.push(Entry {
@@ -237,7 +248,7 @@ pub mod __private {
         };
         let Some(entry) = r.entries.iter().find(|e| e.name == ctx.command) else {
             let known: Vec<&str> = r.entries.iter().map(|e| e.name.as_str()).collect();
-            return Err(into_wit(Failure::fatal(
+            return Err(into_wit(Failure::permanent(
                 "unknown_command",
                 format!("this worker does not handle {:?} (it handles: {})", ctx.command, known.join(", ")),
             )));

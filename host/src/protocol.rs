@@ -37,6 +37,40 @@ pub struct CommandMessage {
     pub timeout_ms: u64,
 }
 
+/// The failure codes the host itself gives a command, a contract that workflows branch on
+/// (and, with grammar v2, `catch`). A worker's own codes (`card_declined`) sit beside them.
+/// Whether each is retried is fixed here, so it never depends on the wording of a message.
+pub mod codes {
+    /// No result within the step's timeout (a plugin still running is stopped). Retryable.
+    pub const TIMEOUT: &str = "timeout";
+    /// The plugin went past its memory limit. Permanent.
+    pub const OUT_OF_MEMORY: &str = "out_of_memory";
+    /// The plugin panicked; the message says where and why. Permanent.
+    pub const PLUGIN_PANICKED: &str = "plugin_panicked";
+    /// The plugin trapped another way (unreachable, a bad memory access...). Permanent.
+    pub const PLUGIN_TRAPPED: &str = "plugin_trapped";
+    /// Every instance slot of the host was in use. Retryable.
+    pub const HOST_BUSY: &str = "host_busy";
+    /// The payload does not fit the handler's input. Permanent.
+    pub const INVALID_INPUT: &str = "invalid_input";
+    /// The plugin returned something that is not JSON. Permanent.
+    pub const INVALID_OUTPUT: &str = "invalid_output";
+    /// No plugin handles the command. Permanent.
+    pub const UNKNOWN_COMMAND: &str = "unknown_command";
+
+    /// Every code above with whether a retry can help, for documentation and tests.
+    pub const ALL: &[(&str, bool)] = &[
+        (TIMEOUT, true),
+        (OUT_OF_MEMORY, false),
+        (PLUGIN_PANICKED, false),
+        (PLUGIN_TRAPPED, false),
+        (HOST_BUSY, true),
+        (INVALID_INPUT, false),
+        (INVALID_OUTPUT, false),
+        (UNKNOWN_COMMAND, false),
+    ];
+}
+
 /// Why a command did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -53,7 +87,7 @@ impl Failure {
     }
 
     /// A failure no retry can fix.
-    pub fn fatal(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self { code: code.into(), message: message.into(), retryable: false }
     }
 }

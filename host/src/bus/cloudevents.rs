@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::BusError;
 use crate::protocol::{CommandMessage, Meta, Outcome, ResultMessage};
 
 pub const COMMAND_TYPE: &str = "baton.command.v1";
@@ -89,10 +90,14 @@ pub fn encode_command(c: &CommandMessage) -> String {
 }
 
 /// A command from CloudEvents JSON; the error says what is wrong with it.
-pub fn decode_command(text: &str) -> Result<CommandMessage, String> {
-    let e: Envelope<CommandData> = serde_json::from_str(text).map_err(|e| format!("not a Baton command event: {e}"))?;
+pub fn decode_command(text: &str) -> Result<CommandMessage, BusError> {
+    let e: Envelope<CommandData> =
+        serde_json::from_str(text).map_err(|e| BusError::corrupt("not a Baton command event", e))?;
     if e.kind != COMMAND_TYPE {
-        return Err(format!("event type {:?} is not {COMMAND_TYPE}", e.kind));
+        return Err(BusError::corrupt(
+            "not a Baton command event",
+            format!("event type {:?} is not {COMMAND_TYPE}", e.kind),
+        ));
     }
     let meta = meta_of(&e, e.data.step.clone(), e.data.attempt);
     Ok(CommandMessage { name: e.subject, payload: e.data.payload, meta, timeout_ms: e.data.timeout_ms })
@@ -105,10 +110,14 @@ pub fn encode_result(r: &ResultMessage) -> String {
 }
 
 /// A result from CloudEvents JSON.
-pub fn decode_result(text: &str) -> Result<ResultMessage, String> {
-    let e: Envelope<ResultData> = serde_json::from_str(text).map_err(|e| format!("not a Baton result event: {e}"))?;
+pub fn decode_result(text: &str) -> Result<ResultMessage, BusError> {
+    let e: Envelope<ResultData> =
+        serde_json::from_str(text).map_err(|e| BusError::corrupt("not a Baton result event", e))?;
     if e.kind != RESULT_TYPE {
-        return Err(format!("event type {:?} is not {RESULT_TYPE}", e.kind));
+        return Err(BusError::corrupt(
+            "not a Baton result event",
+            format!("event type {:?} is not {RESULT_TYPE}", e.kind),
+        ));
     }
     let meta = meta_of(&e, e.data.step.clone(), e.data.attempt);
     Ok(ResultMessage { command: e.subject, meta, outcome: e.data.outcome })
@@ -154,7 +163,7 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_a_reason() {
-        assert!(decode_command("{").unwrap_err().contains("not a Baton command event"));
+        assert!(decode_command("{").unwrap_err().to_string().contains("not a Baton command event"));
         let r = ResultMessage { command: "c".into(), meta: meta(), outcome: Outcome::Ok(json!(1)) };
         assert!(decode_command(&encode_result(&r)).is_err());
     }

@@ -21,18 +21,28 @@ use crate::protocol::{CommandMessage, ResultMessage};
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    /// The bus is closed (the host is shutting down).
-    #[error("the event bus is closed")]
-    Closed,
     /// The broker failed; retrying later may help.
     #[error("event bus unavailable: {0}")]
     Unavailable(String),
+    /// A message could not be read: it is damaged, or not one of ours. Retrying cannot help.
+    #[error("{what}: {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl BusError {
-    /// True when trying the same operation again later may succeed.
-    pub fn is_transient(&self) -> bool {
+    /// True when trying the same operation again later may succeed; false when it is
+    /// permanent.
+    pub fn is_retryable(&self) -> bool {
         matches!(self, BusError::Unavailable(_))
+    }
+
+    /// A [`BusError::Corrupt`]: `what` could not be read because of `source`.
+    pub fn corrupt(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BusError {
+        BusError::Corrupt { what: what.into(), source: source.into() }
     }
 }
 

@@ -58,7 +58,7 @@ impl RedisPubSubBus {
     async fn subscriber<T: Send + 'static>(
         &self,
         channels: Vec<String>,
-        decode: fn(&str) -> Result<T, String>,
+        decode: fn(&str) -> Result<T, BusError>,
     ) -> Result<PubSubConsumer<T>, BusError> {
         let mut consumer = PubSubConsumer { client: self.client.clone(), channels, decode, stream: None };
         consumer.connect().await?;
@@ -69,7 +69,7 @@ impl RedisPubSubBus {
 struct PubSubConsumer<T> {
     client: redis::Client,
     channels: Vec<String>,
-    decode: fn(&str) -> Result<T, String>,
+    decode: fn(&str) -> Result<T, BusError>,
     /// `None` after the connection broke: the next call subscribes again.
     stream: Option<redis::aio::PubSubStream>,
 }

@@ -104,7 +104,7 @@ impl RedisStreamsBus {
         &self,
         streams: Vec<String>,
         group: &'static str,
-        decode: fn(&str) -> Result<T, String>,
+        decode: fn(&str) -> Result<T, BusError>,
     ) -> Result<StreamConsumer<T>, BusError> {
         // The read blocks for `block`; give the answer that much time and more.
         let config =
@@ -176,7 +176,7 @@ struct StreamConsumer<T> {
     streams: Vec<String>,
     group: &'static str,
     consumer: String,
-    decode: fn(&str) -> Result<T, String>,
+    decode: fn(&str) -> Result<T, BusError>,
     visibility: Duration,
     block: Duration,
     last_claim: Option<Instant>,
@@ -216,8 +216,10 @@ impl<T> StreamConsumer<T> {
     ) -> Result<(), BusError> {
         let mut poison = Vec::new();
         for entry in entries {
-            let decoded =
-                entry.get::<String>(FIELD).ok_or_else(|| format!("no {FIELD:?} field")).and_then(|t| (self.decode)(&t));
+            let decoded = entry
+                .get::<String>(FIELD)
+                .ok_or_else(|| BusError::corrupt("a stream entry", format!("no {FIELD:?} field")))
+                .and_then(|t| (self.decode)(&t));
             match decoded {
                 Ok(message) => out.push(Delivery { message, token: token(stream, &entry.id) }),
                 Err(e) => {

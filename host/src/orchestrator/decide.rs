@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::saga::{
     CompensationRecord, Cursor, ErrorInfo, HistoryEvent, Phase, Saga, SagaError, SagaStatus, StepStatus,
 };
-use crate::protocol::{CommandMessage, Failure, Meta, Outcome, ResultMessage};
+use crate::protocol::{CommandMessage, Failure, Meta, Outcome, ResultMessage, codes};
 use crate::workflow::expr::Scope;
 use crate::workflow::{Workflow, duration};
 
@@ -71,7 +71,8 @@ pub fn decide(wf: &Workflow, saga: &mut Saga, event: &Event, now: u64) -> Decisi
         {
             let (step, phase, attempt) = (*step, *phase, *attempt);
             let timeout = duration::format(wf.steps[step].timeout);
-            let failure = Failure::retryable("timeout", format!("no result within the step's timeout of {timeout}"));
+            let failure =
+                Failure::retryable(codes::TIMEOUT, format!("no result within the step's timeout of {timeout}"));
             on_outcome(wf, saga, step, phase, attempt, &Outcome::Err(failure), now, &mut d);
         }
         (Event::RetryDue { correlation_id: cid }, Cursor::Backoff { step, phase, attempt, correlation_id, .. })
@@ -197,7 +198,9 @@ pub fn pending_timer(saga: &Saga) -> Option<(u64, Event)> {
 #[allow(clippy::too_many_arguments)]
 fn dispatch(wf: &Workflow, saga: &mut Saga, step: usize, phase: Phase, attempt: u32, now: u64, d: &mut Decision) {
     let cmd = command_for(wf, saga, step, phase, attempt);
-    let deadline_at = now + cmd.timeout_ms + TIMEOUT_GRACE_MS;
+    // Saturating: a deadline past the end of time is a deadline that never comes, not one that
+    // wraps round to the past.
+    let deadline_at = now.saturating_add(cmd.timeout_ms).saturating_add(TIMEOUT_GRACE_MS);
     let record = &mut saga.steps[step];
     match phase {
         Phase::Forward => {
@@ -290,7 +293,7 @@ fn on_outcome(
                     unreachable!("outcome without an attempt")
                 };
                 let correlation_id = correlation_id.clone();
-                let due_at = now + jittered(def.retry.delay(attempt).as_millis() as u64, &correlation_id);
+                let due_at = now.saturating_add(jittered(def.retry.delay(attempt).as_millis() as u64, &correlation_id));
                 saga.cursor = Cursor::Backoff { step, phase, attempt, correlation_id: correlation_id.clone(), due_at };
                 d.history.push(HistoryEvent::RetryScheduled { step: name(), phase, attempt: attempt + 1, due_at });
                 d.effects.push(Effect::Schedule { at: due_at, event: Event::RetryDue { correlation_id } });

@@ -272,7 +272,7 @@ impl Runtime {
         }
         .await
         .map_err(|e| {
-            format!("describe() failed: {}", self.explain(&name, "describe", e, &store, Duration::from_secs(10)))
+            format!("describe() failed: {}", self.fault(&name, "describe", e, &store, Duration::from_secs(10)))
         })?;
 
         let mut commands = Vec::with_capacity(specs.len());
@@ -342,23 +342,30 @@ impl Runtime {
     /// Run one command in a fresh, sandboxed instance. Never panics and never fails the host:
     /// whatever the plugin does becomes an [`Outcome`].
     pub async fn invoke(&self, cmd: &CommandMessage) -> Outcome {
+        match self.try_invoke(cmd).await {
+            Ok(outcome) => outcome,
+            Err(fault) => {
+                tracing::info!(command = %cmd.name, code = fault.code(), "{fault}");
+                Outcome::Err(fault.into_failure())
+            }
+        }
+    }
+
+    /// [`Runtime::invoke`], with what went wrong on the host's side as a typed [`Fault`].
+    /// `Ok` holds the plugin's own answer: its result, or the failure it returned.
+    pub async fn try_invoke(&self, cmd: &CommandMessage) -> Result<Outcome, Fault> {
         let Some(&index) = self.commands.get(&cmd.name) else {
-            return Outcome::Err(Failure::fatal(
-                "unknown_command",
-                format!("no plugin handles command {:?} (loaded: {})", cmd.name, self.command_names().join(", ")),
-            ));
+            return Err(Fault::UnknownCommand { command: cmd.name.clone(), loaded: self.command_names().join(", ") });
         };
         let plugin = &self.plugins[index];
         let deadline = match cmd.timeout_ms {
             0 => self.config.max_deadline,
             ms => Duration::from_millis(ms).min(self.config.max_deadline),
         };
-        let payload = match serde_json::to_string(&cmd.payload) {
-            Ok(p) => p,
-            Err(e) => {
-                return Outcome::Err(Failure::fatal("invalid_input", format!("payload is not serialisable: {e}")));
-            }
-        };
+        let payload = serde_json::to_string(&cmd.payload).map_err(|e| Fault::InvalidInput {
+            command: cmd.name.clone(),
+            message: format!("payload is not serialisable: {e}"),
+        })?;
         let wit_cmd = wit::Command {
             name: cmd.name.clone(),
             payload,
@@ -379,71 +386,101 @@ impl Runtime {
         .await;
         match result {
             Ok(Ok(json)) => match serde_json::from_str(&json) {
-                Ok(value) => Outcome::Ok(value),
-                Err(e) => Outcome::Err(Failure::fatal(
-                    "invalid_output",
-                    format!("plugin {} returned a result for {} that is not JSON: {e}", plugin.name, cmd.name),
-                )),
+                Ok(value) => Ok(Outcome::Ok(value)),
+                Err(e) => Err(Fault::InvalidOutput {
+                    plugin: plugin.name.clone(),
+                    command: cmd.name.clone(),
+                    message: format!("the result is not JSON: {e}"),
+                }),
             },
-            Ok(Err(f)) => Outcome::Err(Failure { code: f.code, message: f.message, retryable: f.retryable }),
-            Err(e) => {
-                let retryable = e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
-                    || e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some();
-                let message = self.explain(&plugin.name, &cmd.name, e, &store, deadline);
-                let code = classify(&message);
-                tracing::info!(plugin = %plugin.name, command = %cmd.name, code, "{message}");
-                Outcome::Err(Failure { code: code.to_owned(), message, retryable })
-            }
+            Ok(Err(f)) => Ok(Outcome::Err(Failure { code: f.code, message: f.message, retryable: f.retryable })),
+            Err(e) => Err(self.fault(&plugin.name, &cmd.name, e, &store, deadline)),
         }
     }
 
-    /// A sentence for a failed call: which plugin, which command, what happened.
-    fn explain(
+    /// What a failed call came to: which plugin, which command, what happened. The kind is
+    /// read off the error's type and the store's state, never off a message's wording.
+    fn fault(
         &self,
         plugin: &str,
         command: &str,
         e: wasmtime::Error,
         store: &Store<HostState>,
         deadline: Duration,
-    ) -> String {
-        let limit_mib = self.config.memory_limit >> 20;
+    ) -> Fault {
+        let (plugin, command) = (plugin.to_owned(), command.to_owned());
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return format!(
-                "plugin {plugin} did not finish {command} within its deadline of {} and was stopped",
-                crate::workflow::duration::format(deadline)
-            );
+            return Fault::Timeout { plugin, command, deadline };
         }
         if store.data().limiter.hit {
-            return format!(
-                "plugin {plugin} ran out of memory running {command}: it reached its limit of {limit_mib} MiB"
-            );
+            return Fault::OutOfMemory { plugin, command, limit_mib: self.config.memory_limit >> 20 };
         }
         if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-            return format!(
-                "host busy: all {} instance slots are in use; {command} will be retried",
-                self.config.max_instances
-            );
+            return Fault::HostBusy { command, slots: self.config.max_instances };
         }
         let output = String::from_utf8_lossy(&store.data().output.contents()).into_owned();
-        if let Some(panic) = panic_message(&output) {
-            return format!("plugin {plugin} panicked running {command}: {panic}");
+        if let Some(message) = panic_message(&output) {
+            return Fault::Panicked { plugin, command, message };
         }
-        format!("plugin {plugin} trapped running {command}: {}", root_message(&anyhow::Error::from(e)))
+        Fault::Trapped { plugin, command, message: root_message(&anyhow::Error::from(e)) }
     }
 }
 
-/// The error code for a message built by [`Runtime::explain`].
-fn classify(message: &str) -> &'static str {
-    if message.contains("within its deadline") {
-        "timeout"
-    } else if message.contains("ran out of memory") {
-        "out_of_memory"
-    } else if message.contains("panicked running") {
-        "plugin_panicked"
-    } else if message.starts_with("host busy") {
-        "host_busy"
-    } else {
-        "plugin_trapped"
+/// Why the host could not get an answer from a plugin. Each kind is one of the contract's
+/// failure codes ([`crate::protocol::codes`]) and knows whether a retry can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// The deadline (the step's timeout) passed and the instance was stopped.
+    #[error("plugin {plugin} did not finish {command} within its deadline of {} and was stopped", crate::workflow::duration::format(*deadline))]
+    Timeout { plugin: String, command: String, deadline: Duration },
+    /// The instance tried to grow its memory past the limit.
+    #[error("plugin {plugin} ran out of memory running {command}: it reached its limit of {limit_mib} MiB")]
+    OutOfMemory { plugin: String, command: String, limit_mib: usize },
+    /// The plugin panicked; `message` is its panic message and location.
+    #[error("plugin {plugin} panicked running {command}: {message}")]
+    Panicked { plugin: String, command: String, message: String },
+    /// Any other trap.
+    #[error("plugin {plugin} trapped running {command}: {message}")]
+    Trapped { plugin: String, command: String, message: String },
+    /// Every instance slot was in use.
+    #[error("host busy: all {slots} instance slots are in use; {command} will be retried")]
+    HostBusy { command: String, slots: u32 },
+    /// The payload could not be handed to the plugin.
+    #[error("{command}: {message}")]
+    InvalidInput { command: String, message: String },
+    /// The plugin answered with something that is not JSON.
+    #[error("plugin {plugin} returned a result for {command} that is not valid: {message}")]
+    InvalidOutput { plugin: String, command: String, message: String },
+    /// No loaded plugin handles the command.
+    #[error("no plugin handles command {command:?} (loaded: {loaded})")]
+    UnknownCommand { command: String, loaded: String },
+}
+
+impl Fault {
+    /// The failure code a step ends with.
+    pub fn code(&self) -> &'static str {
+        use crate::protocol::codes;
+        match self {
+            Fault::Timeout { .. } => codes::TIMEOUT,
+            Fault::OutOfMemory { .. } => codes::OUT_OF_MEMORY,
+            Fault::Panicked { .. } => codes::PLUGIN_PANICKED,
+            Fault::Trapped { .. } => codes::PLUGIN_TRAPPED,
+            Fault::HostBusy { .. } => codes::HOST_BUSY,
+            Fault::InvalidInput { .. } => codes::INVALID_INPUT,
+            Fault::InvalidOutput { .. } => codes::INVALID_OUTPUT,
+            Fault::UnknownCommand { .. } => codes::UNKNOWN_COMMAND,
+        }
+    }
+
+    /// True when trying the same command again may succeed: a deadline or a full host are
+    /// circumstances; a panic, a trap or bad data will happen again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Fault::Timeout { .. } | Fault::HostBusy { .. })
+    }
+
+    /// The failure recorded on the step and sent back to the orchestrator.
+    pub fn into_failure(self) -> Failure {
+        Failure { code: self.code().to_owned(), message: self.to_string(), retryable: self.is_retryable() }
     }
 }
 

@@ -38,10 +38,10 @@ struct Released {
 
 fn reserve(order: Order, _: &Context) -> Result<Reservation, Failure> {
     if order.items.is_empty() {
-        return Err(Failure::fatal("empty_order", format!("order {} has no items", order.order_id)));
+        return Err(Failure::permanent("empty_order", format!("order {} has no items", order.order_id)));
     }
     if let Some(item) = order.items.iter().find(|i| i.qty > MAX_QTY) {
-        return Err(Failure::fatal(
+        return Err(Failure::permanent(
             "out_of_stock",
             format!("sku {} is out of stock: {} requested, at most {MAX_QTY} available", item.sku, item.qty),
         ));

@@ -16,7 +16,7 @@ struct Sent {
 
 fn send(req: Notify, _: &Context) -> Result<Sent, Failure> {
     if req.customer.is_empty() {
-        return Err(Failure::fatal("no_recipient", "the order has no customer to notify"));
+        return Err(Failure::permanent("no_recipient", "the order has no customer to notify"));
     }
     Ok(Sent { to: req.customer, message: req.message })
 }

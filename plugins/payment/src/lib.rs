@@ -50,7 +50,7 @@ fn charge(req: Charge, ctx: &Context) -> Result<Receipt, Failure> {
     }
     let amount: f64 = req.items.iter().map(|i| f64::from(i.qty) * i.price).sum();
     if amount > CARD_LIMIT {
-        return Err(Failure::fatal(
+        return Err(Failure::permanent(
             "card_declined",
             format!("card of {} declined: {amount:.2} is over the limit of {CARD_LIMIT:.2}", req.customer),
         ));
