@@ -184,9 +184,25 @@ async fn timers_are_indexed_by_due_time(store: &dyn SagaStore) {
     for (id, due) in [("t-late", 9_000), ("t-early", 5_000), ("t-mid", 7_000)] {
         store.create(&waiting(id, due)).await.unwrap();
     }
-    assert_eq!(store.due_timers(4_999, 10).await.unwrap(), Vec::<String>::new());
-    assert_eq!(store.due_timers(7_000, 10).await.unwrap(), ["t-early", "t-mid"], "earliest first, bound included");
-    assert_eq!(store.due_timers(u64::MAX / 2, 1).await.unwrap(), ["t-early"], "at most `limit`");
+    let ids = |page: Vec<(u64, String)>| page.into_iter().map(|(_, id)| id).collect::<Vec<_>>();
+    assert_eq!(ids(store.due_timers(None, 4_999, 10).await.unwrap()), Vec::<String>::new());
+    assert_eq!(
+        store.due_timers(None, 7_000, 10).await.unwrap(),
+        [(5_000, "t-early".to_owned()), (7_000, "t-mid".to_owned())],
+        "earliest first, bound included"
+    );
+    assert_eq!(ids(store.due_timers(None, u64::MAX / 2, 1).await.unwrap()), ["t-early"], "at most `limit`");
+    // Paging: strictly after the last entry seen, ties included.
+    assert_eq!(ids(store.due_timers(Some((5_000, "t-early")), u64::MAX / 2, 10).await.unwrap()), ["t-mid", "t-late"]);
+    assert_eq!(ids(store.due_timers(Some((7_000, "t-mid")), 8_999, 10).await.unwrap()), Vec::<String>::new());
+    store.create(&waiting("t-mid2", 7_000)).await.unwrap();
+    assert_eq!(ids(store.due_timers(Some((7_000, "t-mid")), 10_000, 10).await.unwrap()), ["t-mid2", "t-late"]);
+    // An entry that has left the index still pages from its due time.
+    assert_eq!(ids(store.due_timers(Some((6_000, "gone")), 10_000, 10).await.unwrap()), ["t-mid", "t-mid2", "t-late"]);
+    let s = store.load("t-mid2").await.unwrap().unwrap();
+    let mut done = next(&s, SagaStatus::Completed);
+    done.saga.cursor = Cursor::Done;
+    assert_eq!(commit_one(store, &done).await, Committed::Ok);
     // A new cursor moves the timer; a finished saga has none.
     let s = store.load("t-early").await.unwrap().unwrap();
     let mut moved = next(&s, SagaStatus::Running);
@@ -197,14 +213,14 @@ async fn timers_are_indexed_by_due_time(store: &dyn SagaStore) {
     let mut done = next(&s, SagaStatus::Completed);
     done.saga.cursor = Cursor::Done;
     assert_eq!(commit_one(store, &done).await, Committed::Ok);
-    assert_eq!(store.due_timers(10_000, 10).await.unwrap(), ["t-early", "t-late"]);
+    assert_eq!(ids(store.due_timers(None, 10_000, 10).await.unwrap()), ["t-early", "t-late"]);
 }
 
 async fn outcomes_first_record_wins(store: &dyn SagaStore) {
     assert_eq!(store.outcome("pay.charge", "k").await.unwrap(), None);
     let ok = Outcome::Ok(json!({"payment_id": "p-1"}));
     store.record_outcome("pay.charge", "k", &ok).await.unwrap();
-    store.record_outcome("pay.charge", "k", &Outcome::Err(Failure::fatal("late", "second"))).await.unwrap();
+    store.record_outcome("pay.charge", "k", &Outcome::Err(Failure::permanent("late", "second"))).await.unwrap();
     // A store may make records durable with its next commit: one commit flushes them.
     let t = started("flush", 80);
     store.create(&t).await.unwrap();

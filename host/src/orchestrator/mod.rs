@@ -52,15 +52,116 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that follows tokio's time. Under `tokio::time::pause()` it stands still until the
+/// runtime advances it (at once, when every task waits on a timer), so tests of step
+/// timeouts, backoffs and the sweeper take no real time however long the durations.
+pub struct TokioClock {
+    start: tokio::time::Instant,
+    epoch_ms: u64,
+}
+
+impl TokioClock {
+    /// A clock that reads `epoch_ms` now.
+    pub fn new(epoch_ms: u64) -> TokioClock {
+        TokioClock { start: tokio::time::Instant::now(), epoch_ms }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.epoch_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
 /// Why a saga could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("no workflow named {name:?} (known: {known})")]
     UnknownWorkflow { name: String, known: String },
-    #[error("a saga with id {id:?} already exists as an instance of workflow {workflow:?}")]
-    IdTaken { id: String, workflow: String },
+    /// The id belongs to a saga of another workflow, or with another input.
+    #[error(
+        "a saga with id {id:?} already exists (workflow {workflow:?}, input {existing_digest}); this start asks for workflow {requested_workflow:?} with input {requested_digest}: use another id, or the same workflow and input to get the existing saga"
+    )]
+    IdTaken {
+        id: String,
+        workflow: String,
+        existing_digest: String,
+        requested_workflow: String,
+        requested_digest: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A started saga, and whether this call created it (`false`: it existed, a retried start).
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub saga: Saga,
+    pub created: bool,
+}
+
+/// How long [`Orchestrator::start`] keeps trying a store that answers with a retryable error.
+pub const START_RETRY_BUDGET: Duration = Duration::from_secs(5);
+
+/// `sha256:` and the first 16 hex digits of the SHA-256 of `value` as canonical JSON (object
+/// keys sorted), so the same input written in another key order has the same digest.
+pub fn digest(value: &Value) -> String {
+    use sha2::{Digest as _, Sha256};
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(value, &mut text);
+    let hash = Sha256::digest(text.as_bytes());
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Run `op` until it succeeds, fails permanently, or `budget` is spent on retryable errors
+/// (50 ms, doubling, up to 1 s apart).
+async fn retry_store<T, F, Fut>(budget: Duration, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let give_up = tokio::time::Instant::now() + budget;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() && tokio::time::Instant::now() + delay < give_up => {
+                tracing::warn!("store error, retrying in {delay:?}: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// How often a decision is retried when another writer committed the same saga first.
@@ -84,8 +185,13 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// time; this margin keeps the sweeper from racing it (harmless, but wasted work).
 const SWEEP_GRACE_MS: u64 = 2_000;
 
-/// Most overdue timers one sweep fires; the next sweep takes the rest.
+/// Most overdue timers one sweep fires, and the size of a page of the timer index; the next
+/// sweep takes the rest.
 const SWEEP_BATCH: usize = 256;
+
+/// Most pages of the timer index one sweep reads, so one sweep stays short however many
+/// timers it must step over.
+const SWEEP_PAGES: usize = 16;
 
 /// How often [`Orchestrator::wait`] re-reads the store: in a distributed deployment another
 /// host may finish the saga, and its announcement does not reach this process.
@@ -113,6 +219,8 @@ struct Inner {
     sequence: AtomicU64,
     /// Makes generated saga ids unique across processes.
     salt: u64,
+    /// How long a finished saga is kept (record, history, outcome records); `None`: forever.
+    retain: Option<Duration>,
 }
 
 /// A decided change, ready to commit, and the timer the saga waits on after it.
@@ -144,7 +252,13 @@ enum Decided {
 impl Orchestrator {
     /// An orchestrator over these parts. Must be called within a tokio runtime (it starts
     /// the timer task).
-    pub fn new(workflows: Catalog, store: Arc<dyn SagaStore>, bus: Arc<dyn EventBus>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        workflows: Catalog,
+        store: Arc<dyn SagaStore>,
+        bus: Arc<dyn EventBus>,
+        clock: Arc<dyn Clock>,
+        retain: Option<Duration>,
+    ) -> Self {
         let (timers, due) = Timers::start(clock.clone());
         // RandomState is seeded from the OS: a cheap random number without a dependency.
         let salt = RandomState::new().hash_one(std::process::id());
@@ -159,6 +273,7 @@ impl Orchestrator {
                 waiting: std::sync::Mutex::new(HashMap::new()),
                 sequence: AtomicU64::new(0),
                 salt,
+                retain,
             }),
         }
     }
@@ -167,10 +282,20 @@ impl Orchestrator {
         &self.inner.workflows
     }
 
+    /// How long finished sagas are kept; `None`: forever.
+    pub fn retain(&self) -> Option<Duration> {
+        self.inner.retain
+    }
+
     /// Start a saga of `workflow`. The saga is created with its first command in one atomic
-    /// commit. With an `id`, a retried start returns the existing saga instead of starting a
-    /// second one.
-    pub async fn start(&self, workflow: &str, input: Value, id: Option<String>) -> Result<Saga, StartError> {
+    /// commit. With an `id`, a retried start (same workflow, same input) returns the existing
+    /// saga instead of starting a second one; a start that reuses the id for another workflow
+    /// or input is refused ([`StartError::IdTaken`]), as an idempotency key must be.
+    ///
+    /// A store that is briefly slow or away is tried again for up to [`START_RETRY_BUDGET`]
+    /// (a start is idempotent by id, so this is safe), so a caller sees an error only when
+    /// the store is really down.
+    pub async fn start(&self, workflow: &str, input: Value, id: Option<String>) -> Result<Started, StartError> {
         let inner = &self.inner;
         let wf = inner.workflows.get(workflow).ok_or_else(|| StartError::UnknownWorkflow {
             name: workflow.to_owned(),
@@ -185,15 +310,36 @@ impl Orchestrator {
         let Decided::Change(change) = self.decide_all(saga, &[&Event::Start]) else {
             unreachable!("a new saga of a loaded workflow always starts")
         };
-        match inner.store.create(&change.transition).await? {
+        let tries = AtomicU64::new(0);
+        let created = retry_store(START_RETRY_BUDGET, || {
+            tries.fetch_add(1, Ordering::Relaxed);
+            inner.store.create(&change.transition)
+        })
+        .await?;
+        let ours = &change.transition.saga;
+        match created {
             Created::New => {}
-            Created::Existing(existing) if existing.workflow == workflow => return Ok(*existing),
-            Created::Existing(existing) => return Err(StartError::IdTaken { id, workflow: existing.workflow }),
+            // Our own create, whose answer was lost before a retry found it: finish the job.
+            // (Only on a retry: a concurrent start of the same id in the same millisecond
+            // builds an equal record, and must get 200, not a second 201.)
+            Created::Existing(existing) if tries.load(Ordering::Relaxed) > 1 && *existing == *ours => {}
+            Created::Existing(existing) if existing.workflow == workflow && existing.input == ours.input => {
+                return Ok(Started { saga: *existing, created: false });
+            }
+            Created::Existing(existing) => {
+                return Err(StartError::IdTaken {
+                    id,
+                    workflow: existing.workflow.clone(),
+                    existing_digest: digest(&existing.input),
+                    requested_workflow: workflow.to_owned(),
+                    requested_digest: digest(&ours.input),
+                });
+            }
         }
         tracing::info!(transaction_id = %id, workflow, "saga started");
         let saga = change.transition.saga.clone();
         self.after_commit(vec![*change]).await;
-        Ok(saga)
+        Ok(Started { saga, created: true })
     }
 
     /// The saga with this id.
@@ -350,7 +496,8 @@ impl Orchestrator {
                 _ => return Ok(true),
             }
         }
-        Err(StoreError::Unavailable(format!("saga {id}: gave up after {MAX_CONFLICT_RETRIES} concurrent changes")))
+        // Another writer won every round: retryable, the event comes back later.
+        Err(StoreError::Conflict { id: id.to_owned(), expected: MAX_CONFLICT_RETRIES as u64 })
     }
 
     /// Apply `event`, retrying a store that is briefly unavailable. False when it could not
@@ -360,7 +507,7 @@ impl Orchestrator {
         for _ in 0..8 {
             match self.apply(id, event).await {
                 Ok(applied) => return applied,
-                Err(e) if e.is_transient() => {
+                Err(e) if e.is_retryable() => {
                     tracing::warn!(transaction_id = %id, "cannot apply an event: {e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -535,24 +682,44 @@ impl Orchestrator {
     /// Fire the timers that are overdue by more than the grace: their process died (or is
     /// far behind). Timers are durable because their due time is part of the saga record,
     /// and the store indexes it.
-    async fn sweep(&self) -> Result<(), StoreError> {
+    ///
+    /// The sweep pages through the overdue timers from `cursor` (where the last sweep
+    /// stopped), firing up to [`SWEEP_BATCH`] and reading at most [`SWEEP_PAGES`] pages, and
+    /// leaves `cursor` where it stopped; at the end of the index it starts again from the
+    /// earliest. Timers of sagas whose workflow this host does not have are stepped over, so
+    /// however many there are, every other overdue timer is reached within a few sweeps.
+    async fn sweep(&self, cursor: &mut Option<(u64, String)>) -> Result<(), StoreError> {
         let store = &self.inner.store;
         let before = self.inner.clock.now_ms().saturating_sub(SWEEP_GRACE_MS);
-        let ids = store.due_timers(before, SWEEP_BATCH).await?;
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let mut events = Vec::new();
-        for saga in store.load_many(&refs).await?.into_iter().flatten() {
-            if let Some((at, event)) = pending_timer(&saga)
-                && at <= before
-            {
-                tracing::info!(transaction_id = %saga.id, "firing an overdue timer");
-                events.push((saga.id, event));
+        let (mut fired, mut skipped) = (0, 0);
+        for _ in 0..SWEEP_PAGES {
+            let after = cursor.as_ref().map(|(due, id)| (*due, id.as_str()));
+            let page = store.due_timers(after, before, SWEEP_BATCH).await?;
+            let full = page.len() == SWEEP_BATCH;
+            *cursor = if full { page.last().cloned() } else { None };
+            let refs: Vec<&str> = page.iter().map(|(_, id)| id.as_str()).collect();
+            let mut events = Vec::new();
+            for saga in store.load_many(&refs).await?.into_iter().flatten() {
+                if self.inner.workflows.get(&saga.workflow).is_none() {
+                    skipped += 1;
+                    continue;
+                }
+                if let Some((at, event)) = pending_timer(&saga)
+                    && at <= before
+                {
+                    tracing::info!(transaction_id = %saga.id, "firing an overdue timer");
+                    events.push((saga.id, event));
+                }
+            }
+            fired += events.len();
+            self.apply_batch(&events).await;
+            if !full || fired >= SWEEP_BATCH {
+                break;
             }
         }
-        self.apply_batch(&events).await;
+        if skipped > 0 {
+            tracing::debug!(skipped, "overdue timers of workflows not loaded here were left to other hosts");
+        }
         Ok(())
     }
 
@@ -565,13 +732,14 @@ impl Orchestrator {
         let this = self.clone();
         let mut sweep_shutdown = shutdown.clone();
         let sweeper = tokio::spawn(async move {
+            let mut cursor = None;
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = sweep_shutdown.changed() => break,
                     _ = tick.tick() => {
-                        if let Err(e) = this.sweep().await {
+                        if let Err(e) = this.sweep(&mut cursor).await {
                             tracing::warn!("cannot sweep for overdue timers: {e}");
                         }
                         this.prune_waiters();

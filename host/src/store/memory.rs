@@ -95,9 +95,25 @@ impl SagaStore for MemoryStore {
         Ok(self.state().history.get(id).cloned().unwrap_or_default())
     }
 
-    async fn due_timers(&self, before: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn due_timers(
+        &self,
+        after: Option<(u64, &str)>,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        use std::ops::Bound;
         let state = self.state();
-        Ok(state.timers.iter().take_while(|(due, _)| *due <= before).take(limit).map(|(_, id)| id.clone()).collect())
+        let start = match after {
+            Some((due, id)) => Bound::Excluded((due, id.to_owned())),
+            None => Bound::Unbounded,
+        };
+        Ok(state
+            .timers
+            .range((start, Bound::Unbounded))
+            .take_while(|(due, _)| *due <= before)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError> {

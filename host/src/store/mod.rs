@@ -36,12 +36,26 @@ pub enum StoreError {
     /// The backend failed; retrying later may help.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A stored record could not be read back: it is damaged, or written by an incompatible
+    /// version. Retrying cannot help; an operator must look.
+    #[error("corrupt record {what}: {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl StoreError {
-    /// True when trying the same operation again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+    /// True when trying the same operation again later may succeed (the backend is back, or
+    /// the competing writer is done); false when it is permanent.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Conflict { .. })
+    }
+
+    /// A [`StoreError::Corrupt`]: `what` could not be read because of `source`.
+    pub fn corrupt(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Corrupt { what: what.into(), source: source.into() }
     }
 }
 
@@ -122,9 +136,16 @@ pub trait SagaStore: Send + Sync + 'static {
     /// The history of a saga, oldest first (empty when the saga does not exist).
     async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
 
-    /// Ids of sagas whose pending timer was due at or before `before` (ms since the epoch),
-    /// earliest first, at most `limit`.
-    async fn due_timers(&self, before: u64, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Sagas whose pending timer was due at or before `before` (ms since the epoch), as
+    /// `(due, id)`, in that order, at most `limit`, starting strictly after `after`: a caller
+    /// pages through the overdue timers with the last entry of each page, so timers it cannot
+    /// fire (a workflow another host runs) never hide the ones behind them.
+    async fn due_timers(
+        &self,
+        after: Option<(u64, &str)>,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
 
     /// The recorded terminal outcome of `command` under `idempotency_key`.
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError>;

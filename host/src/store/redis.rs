@@ -105,6 +105,23 @@ end
 return out
 "#;
 
+/// One page of the timer index (KEYS[1]) after the entry (ARGV[1] id, ARGV[2] due), up to
+/// ARGV[3] due, at most ARGV[4] entries, as id, due pairs. Equal due times are ordered by id
+/// (a sorted set's order), so paging by rank from the last entry seen skips nothing; when that
+/// entry has left the index meanwhile, the page starts after its due time.
+const DUE_PAGE: &str = r#"
+local key, after_id, after_due, before, limit = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+if after_id == '' then
+  return redis.call('ZRANGEBYSCORE', key, '-inf', before, 'WITHSCORES', 'LIMIT', 0, limit)
+end
+local rank = redis.call('ZRANK', key, after_id)
+local score = redis.call('ZSCORE', key, after_id)
+if rank and tonumber(score) == after_due then
+  return redis.call('ZRANGE', key, rank + 1, rank + limit, 'WITHSCORES')
+end
+return redis.call('ZRANGEBYSCORE', key, '(' .. after_due, before, 'WITHSCORES', 'LIMIT', 0, limit)
+"#;
+
 /// Entries the lifecycle stream keeps (approximately: Redis trims in whole nodes).
 pub const DEFAULT_EVENTS_MAXLEN: usize = 10_000;
 
@@ -117,15 +134,26 @@ pub struct RedisStore {
     apply: Script,
     /// Whether the script appends commands to their streams (the Streams transport).
     outbox: bool,
+    /// "Redis at redis://host:port", password redacted, for messages.
+    location: String,
     events_maxlen: usize,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// `url` with any password replaced by `***`, for logs and messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            let shown = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_owned() };
+            format!("{}{shown}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &str) -> Result<T, StoreError> {
-    serde_json::from_str(bytes).map_err(|e| StoreError::Unavailable(format!("corrupt record: {e}")))
+    serde_json::from_str(bytes).map_err(|e| StoreError::corrupt("in Redis", e))
 }
 
 impl RedisStore {
@@ -137,8 +165,14 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             apply: Script::new(APPLY),
             outbox: false,
+            location: format!("Redis at {}", redact(url)),
             events_maxlen: DEFAULT_EVENTS_MAXLEN,
         })
+    }
+
+    /// A failed Redis call as a retryable error that says which Redis did not answer.
+    fn unavailable(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable(format!("{} did not answer ({e})", self.location))
     }
 
     /// Append each transition's commands to their Redis Streams in the transition's own
@@ -176,7 +210,7 @@ impl RedisStore {
             .arg(batch.len());
         for (mode, t) in batch {
             let saga = &t.saga;
-            let data = serde_json::to_string(saga).map_err(unavailable)?;
+            let data = serde_json::to_string(saga).map_err(|e| self.unavailable(e))?;
             invocation
                 .arg(*mode)
                 .arg(&saga.id)
@@ -191,7 +225,7 @@ impl RedisStore {
                 .arg(format!("{p}:status:{}", saga.status.as_str()))
                 .arg(t.history.len());
             for entry in &t.history {
-                invocation.arg(serde_json::to_string(entry).map_err(unavailable)?);
+                invocation.arg(serde_json::to_string(entry).map_err(|e| self.unavailable(e))?);
             }
             let commands = if self.outbox { t.commands.as_slice() } else { &[] };
             invocation.arg(commands.len());
@@ -201,7 +235,8 @@ impl RedisStore {
                     .arg(cloudevents::encode_command(c));
             }
         }
-        let out: Vec<redis::Value> = invocation.invoke_async(&mut self.con.clone()).await.map_err(unavailable)?;
+        let out: Vec<redis::Value> =
+            invocation.invoke_async(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))?;
         if out.len() != batch.len() {
             return Err(StoreError::Unavailable(format!("the apply script answered {} of {}", out.len(), batch.len())));
         }
@@ -216,14 +251,15 @@ impl SagaStore for RedisStore {
         match &out[0] {
             redis::Value::Int(1) => Ok(Created::New),
             other => {
-                let data: String = redis::from_redis_value_ref(other).map_err(unavailable)?;
+                let data: String = redis::from_redis_value_ref(other).map_err(|e| self.unavailable(e))?;
                 Ok(Created::Existing(Box::new(decode(&data)?)))
             }
         }
     }
 
     async fn load(&self, id: &str) -> Result<Option<Saga>, StoreError> {
-        let data: Option<String> = self.con.clone().hget(self.saga_key(id), "data").await.map_err(unavailable)?;
+        let data: Option<String> =
+            self.con.clone().hget(self.saga_key(id), "data").await.map_err(|e| self.unavailable(e))?;
         data.map(|d| decode(&d)).transpose()
     }
 
@@ -235,7 +271,8 @@ impl SagaStore for RedisStore {
         for id in ids {
             pipe.hget(self.saga_key(id), "data");
         }
-        let records: Vec<Option<String>> = pipe.query_async(&mut self.con.clone()).await.map_err(unavailable)?;
+        let records: Vec<Option<String>> =
+            pipe.query_async(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))?;
         records.into_iter().map(|d| d.map(|d| decode(&d)).transpose()).collect()
     }
 
@@ -269,7 +306,7 @@ impl SagaStore for RedisStore {
         };
         let mut con = self.con.clone();
         let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
-        let ids: Vec<String> = con.zrevrange(&index, 0, stop).await.map_err(unavailable)?;
+        let ids: Vec<String> = con.zrevrange(&index, 0, stop).await.map_err(|e| self.unavailable(e))?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -278,7 +315,7 @@ impl SagaStore for RedisStore {
         for id in &ids {
             pipe.hget(self.saga_key(id), "data");
         }
-        let records: Vec<Option<String>> = pipe.query_async(&mut con).await.map_err(unavailable)?;
+        let records: Vec<Option<String>> = pipe.query_async(&mut con).await.map_err(|e| self.unavailable(e))?;
         let mut out: Vec<Saga> = records.into_iter().flatten().map(|d| decode(&d)).collect::<Result<_, _>>()?;
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         Ok(out)
@@ -286,19 +323,33 @@ impl SagaStore for RedisStore {
 
     async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
         let key = format!("{}:history:{id}", self.prefix);
-        let entries: Vec<String> = self.con.clone().lrange(key, 0, -1).await.map_err(unavailable)?;
+        let entries: Vec<String> = self.con.clone().lrange(key, 0, -1).await.map_err(|e| self.unavailable(e))?;
         entries.iter().map(|e| decode(e)).collect()
     }
 
-    async fn due_timers(&self, before: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn due_timers(
+        &self,
+        after: Option<(u64, &str)>,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
         let key = format!("{}:timers", self.prefix);
-        let count = isize::try_from(limit).unwrap_or(isize::MAX);
-        self.con.clone().zrangebyscore_limit(key, "-inf", before, 0, count).await.map_err(unavailable)
+        let (after_due, after_id) = after.map_or((0, ""), |(d, id)| (d, id));
+        let page: Vec<(String, u64)> = Script::new(DUE_PAGE)
+            .key(key)
+            .arg(after_id)
+            .arg(after_due)
+            .arg(before)
+            .arg(limit)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(page.into_iter().filter(|(_, due)| *due <= before).map(|(id, due)| (due, id)).collect())
     }
 
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError> {
         let data: Option<String> =
-            self.con.clone().get(self.outcome_key(command, idempotency_key)).await.map_err(unavailable)?;
+            self.con.clone().get(self.outcome_key(command, idempotency_key)).await.map_err(|e| self.unavailable(e))?;
         data.map(|d| decode(&d)).transpose()
     }
 
@@ -309,7 +360,7 @@ impl SagaStore for RedisStore {
         let names: Vec<String> = keys.iter().map(|(c, k)| self.outcome_key(c, k)).collect();
         // MGET answers a list even for one key.
         let data: Vec<Option<String>> =
-            redis::cmd("MGET").arg(&names).query_async(&mut self.con.clone()).await.map_err(unavailable)?;
+            redis::cmd("MGET").arg(&names).query_async(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))?;
         data.into_iter().map(|d| d.map(|d| decode(&d)).transpose()).collect()
     }
 
@@ -319,15 +370,15 @@ impl SagaStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         for (command, key, outcome) in records {
-            let data = serde_json::to_string(outcome).map_err(unavailable)?;
+            let data = serde_json::to_string(outcome).map_err(|e| self.unavailable(e))?;
             // NX: the first record wins.
             pipe.cmd("SET").arg(self.outcome_key(command, key)).arg(data).arg("NX").ignore();
         }
-        pipe.query_async::<()>(&mut self.con.clone()).await.map_err(unavailable)
+        pipe.query_async::<()>(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))
     }
 
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError> {
-        let data = serde_json::to_string(outcome).map_err(unavailable)?;
+        let data = serde_json::to_string(outcome).map_err(|e| self.unavailable(e))?;
         // NX: the first record wins.
         let _: Option<String> = redis::cmd("SET")
             .arg(self.outcome_key(command, idempotency_key))
@@ -335,7 +386,7 @@ impl SagaStore for RedisStore {
             .arg("NX")
             .query_async(&mut self.con.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.unavailable(e))?;
         Ok(())
     }
 }

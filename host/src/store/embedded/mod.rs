@@ -42,7 +42,7 @@
 //!
 //! [redb]: https://docs.rs/redb
 
-mod wal;
+pub mod wal;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -245,7 +245,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Unavailable(format!("corrupt record: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt("in the embedded store", e))
 }
 
 /// `[a,b]` and `[c]` -> `[a,b,c]`, on the encoded bytes: the history grows without decoding.
@@ -907,12 +907,19 @@ impl SagaStore for EmbeddedStore {
         Ok(out)
     }
 
-    async fn due_timers(&self, before: u64, limit: usize) -> Result<Vec<String>, StoreError> {
-        let due = move |sagas: &mut dyn Iterator<Item = &Saga>| -> Vec<String> {
-            let mut due: Vec<(u64, &str)> =
-                sagas.filter_map(|s| s.timer_due().filter(|&d| d <= before).map(|d| (d, s.id.as_str()))).collect();
+    async fn due_timers(
+        &self,
+        after: Option<(u64, &str)>,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let due = move |sagas: &mut dyn Iterator<Item = &Saga>| -> Vec<(u64, String)> {
+            let mut due: Vec<(u64, &str)> = sagas
+                .filter_map(|s| s.timer_due().filter(|&d| d <= before).map(|d| (d, s.id.as_str())))
+                .filter(|entry| after.is_none_or(|a| *entry > a))
+                .collect();
             due.sort_unstable();
-            due.into_iter().take(limit).map(|(_, id)| id.to_owned()).collect()
+            due.into_iter().take(limit).map(|(d, id)| (d, id.to_owned())).collect()
         };
         {
             let cache = self.shared().cache.lock().expect("cache lock poisoned");
