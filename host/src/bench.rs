@@ -205,6 +205,7 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
         store,
         clock: Arc::new(SystemClock),
         worker: WorkerConfig { concurrency: config.worker_concurrency },
+        retain: None,
     };
     let node = Node::start(parts, Role::All);
     let orchestrator = node.orchestrator.clone();
@@ -435,29 +436,35 @@ impl Report {
             Mode::Server => "a running baton serve, over HTTP (cpu: the load generator's)",
         };
         let runs = if self.runs > 1 { format!(" (medians of {} runs)", self.runs) } else { String::new() };
-        println!("baton bench: workflow {}, {mode}, {} in flight{runs}", self.workflow, self.concurrency);
-        println!(
+        crate::outln!("baton bench: workflow {}, {mode}, {} in flight{runs}", self.workflow, self.concurrency);
+        crate::outln!(
             "  sagas       {} completed, {} compensated, {} failed in {:.1} s",
-            self.completed, self.compensated, self.failed, self.seconds
+            self.completed,
+            self.compensated,
+            self.failed,
+            self.seconds
         );
-        println!("  throughput  {:.1} sagas/s, {:.1} steps/s", self.sagas_per_sec, self.steps_per_sec);
-        println!(
+        crate::outln!("  throughput  {:.1} sagas/s, {:.1} steps/s", self.sagas_per_sec, self.steps_per_sec);
+        crate::outln!(
             "  latency     p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms
+            self.p50_ms,
+            self.p90_ms,
+            self.p99_ms,
+            self.max_ms
         );
         let cores = self.cpu_seconds / self.seconds;
         match self.redis_cpu_seconds {
-            Some(r) => println!(
+            Some(r) => crate::outln!(
                 "  cpu         host {:.2} s ({cores:.2} cores), redis-server {r:.2} s ({:.2} cores)",
                 self.cpu_seconds,
                 r / self.seconds
             ),
-            None => println!("  cpu         host {:.2} s ({cores:.2} cores)", self.cpu_seconds),
+            None => crate::outln!("  cpu         host {:.2} s ({cores:.2} cores)", self.cpu_seconds),
         }
         if !self.errors.is_empty() {
-            println!("  not completed, by kind:");
+            crate::outln!("  not completed, by kind:");
             for (k, v) in &self.errors {
-                println!("    {v:>8}  {k}");
+                crate::outln!("    {v:>8}  {k}");
             }
         }
     }

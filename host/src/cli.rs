@@ -56,14 +56,29 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How commands and results travel in Redis mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Transport {
-    /// Streams with consumer groups: persistent, acknowledged, redelivered (the default).
-    RedisStreams,
-    /// Pub/Sub: nothing persisted; lost messages are resent after the step timeout.
-    RedisPubsub,
+/// How long finished sagas are kept: a duration, or `forever`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retain(pub Option<std::time::Duration>);
+
+fn parse_retain(text: &str) -> Result<Retain, String> {
+    if text.trim() == "forever" {
+        return Ok(Retain(None));
+    }
+    let d = workflow::duration::parse_at_most(text, MAX_RETAIN)?;
+    if d < MIN_RETAIN {
+        return Err(format!(
+            "{text:?} is too short: finished sagas are kept at least {} (or `forever`)",
+            workflow::duration::format(MIN_RETAIN)
+        ));
+    }
+    Ok(Retain(Some(d)))
 }
+
+/// Shortest `--retain`: a finished saga stays readable for at least this long, so a client
+/// that waits for its end can still read it.
+pub const MIN_RETAIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest `--retain` short of `forever`: ten years.
+pub const MAX_RETAIN: std::time::Duration = std::time::Duration::from_secs(3_650 * 86_400);
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -89,7 +104,7 @@ pub enum Command {
         /// How commands and results travel in Redis mode. redis-pubsub has the lowest latency
         /// but keeps nothing: see the README before choosing it.
         #[arg(long, value_enum, env = "BATON_TRANSPORT", default_value = "redis-streams")]
-        transport: Transport,
+        transport: crate::serve::Transport,
         /// Key prefix in Redis, so several deployments can share one Redis.
         #[arg(long, env = "BATON_PREFIX", default_value = "baton")]
         prefix: String,
@@ -99,8 +114,9 @@ pub enum Command {
         /// Address of the HTTP API.
         #[arg(long, env = "BATON_LISTEN", default_value = "127.0.0.1:7600")]
         listen: String,
-        /// What this host does.
-        #[arg(long, value_enum, default_value = "all")]
+        /// What this host does: all, orchestrator (drives sagas, serves the API) or worker
+        /// (runs plugins only).
+        #[arg(long, value_enum, env = "BATON_ROLE", default_value = "all")]
         role: Role,
         /// Commands a worker runs at once.
         #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 64)]
@@ -109,11 +125,16 @@ pub enum Command {
         /// it over (the recovery time after a host dies).
         #[arg(long, env = "BATON_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
         visibility_timeout: std::time::Duration,
+        /// How long a finished saga (its record, history and outcome records) is kept after it
+        /// ends: a duration such as 7d or 12h, or `forever`.
+        #[arg(long, env = "BATON_RETAIN", default_value = "7d", value_parser = parse_retain)]
+        retain: Retain,
     },
     /// Start a saga on a running `baton serve`.
     ///
     /// With --wait, print the final record and exit as `baton run` does (0, 2, 3).
     Start {
+        /// The workflow's name.
         workflow: String,
         /// The saga's input: JSON text, or @FILE.
         #[arg(long)]
@@ -124,12 +145,15 @@ pub enum Command {
         /// Wait for the saga to end.
         #[arg(long)]
         wait: bool,
+        /// The running `baton serve` to talk to.
         #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
         server: String,
     },
     /// Show one saga of a running `baton serve`.
     Status {
+        /// The saga's id.
         id: String,
+        /// The running `baton serve` to talk to.
         #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
         server: String,
     },
@@ -138,8 +162,10 @@ pub enum Command {
         /// Only this status: running, compensating, completed, compensated or failed.
         #[arg(long)]
         status: Option<String>,
+        /// At most this many sagas.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// The running `baton serve` to talk to.
         #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
         server: String,
     },
@@ -248,17 +274,29 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run { workflow, input, id } => run(&cli, workflow, input, id.clone()).await,
         Command::Check => check(&cli).await,
-        Command::Serve { redis, transport, prefix, data, listen, role, concurrency, visibility_timeout } => {
-            let streams = crate::bus::redis_streams::StreamsConfig {
-                visibility_timeout: *visibility_timeout,
-                ..Default::default()
+        Command::Serve { redis, transport, prefix, data, listen, role, concurrency, visibility_timeout, retain } => {
+            let config = crate::serve::Config {
+                plugins: cli.plugins.clone(),
+                workflows: cli.workflows.clone(),
+                runtime: runtime_config(&cli),
+                redis: redis.clone(),
+                transport: *transport,
+                prefix: prefix.clone(),
+                data: data.clone(),
+                role: *role,
+                concurrency: *concurrency,
+                streams: crate::bus::redis_streams::StreamsConfig {
+                    visibility_timeout: *visibility_timeout,
+                    ..Default::default()
+                },
+                retain: retain.0,
             };
-            serve(&cli, redis.as_deref(), *transport, prefix, data, listen, *role, *concurrency, streams).await
+            serve(config, listen).await
         }
         Command::Start { workflow, input, id, wait, server } => start(workflow, input, id.clone(), *wait, server).await,
         Command::Status { id, server } => {
-            let saga = client::get(server, &format!("/v1/sagas/{}", client::encode(id))).await?;
-            println!("{}", serde_json::to_string_pretty(&saga)?);
+            let saga = client::get(server, &format!("/v1/sagas/{}", client::encode(id))).await?.0;
+            crate::outln!("{}", serde_json::to_string_pretty(&saga)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::List { status, limit, server } => {
@@ -266,7 +304,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(s) = status {
                 path.push_str(&format!("&status={}", client::encode(s)));
             }
-            println!("{}", serde_json::to_string_pretty(&client::get(server, &path).await?)?);
+            let (sagas, retain) = client::get(server, &path).await?;
+            crate::outln!("{}", serde_json::to_string_pretty(&sagas)?);
+            if let Some(retain) = retain {
+                eprintln!("note: the server keeps finished sagas for {retain} after they end (baton serve --retain)");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { json } => plugins(&cli, *json).await,
@@ -334,7 +376,7 @@ async fn bench(cli: &Cli, config: crate::bench::BenchConfig, runs: u32, json: bo
     }
     let report = crate::bench::Report::median(&reports).context("no run")?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        crate::outln!("{}", serde_json::to_string(&report)?);
     } else {
         report.print();
     }
@@ -415,12 +457,13 @@ async fn run(cli: &Cli, name: &str, input: &str, id: Option<String>) -> anyhow::
         store: Arc::new(MemoryStore::new()),
         clock: Arc::new(SystemClock),
         worker: WorkerConfig::default(),
+        retain: None,
     };
     let node = Node::start(parts, Role::All);
-    let saga = node.orchestrator.start(name, input, id).await?;
+    let saga = node.orchestrator.start(name, input, id).await?.saga;
     let saga = node.orchestrator.wait(&saga.id).await?;
     node.shutdown().await?;
-    println!("{}", serde_json::to_string_pretty(&saga)?);
+    crate::outln!("{}", serde_json::to_string_pretty(&saga)?);
     Ok(exit_code(saga.status))
 }
 
@@ -433,94 +476,12 @@ fn exit_code(status: SagaStatus) -> ExitCode {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    cli: &Cli,
-    redis: Option<&str>,
-    transport: Transport,
-    prefix: &str,
-    data: &Path,
-    listen: &str,
-    role: Role,
-    concurrency: usize,
-    streams: crate::bus::redis_streams::StreamsConfig,
-) -> anyhow::Result<ExitCode> {
-    use crate::bus::EventBus;
-    use crate::store::SagaStore;
-
-    if redis.is_none() && role != Role::All {
-        bail!("--role {role:?} needs --redis: an embedded host must both orchestrate and work");
-    }
-    let runtime = if role.works() { Some(Arc::new(load_runtime(cli).await?.0)) } else { None };
-    // Embedded, this host runs every command, so a workflow naming a command no plugin here
-    // handles cannot run and is not loaded. Distributed, other hosts' workers may handle it
-    // (worker pools scale apart): the workflow is loaded, and the commands no plugin here
-    // handles are named, so a typo still shows.
-    let known = runtime.as_ref().map(|r| r.command_names());
-    let strict = if redis.is_none() { known.as_deref() } else { None };
-    let (catalog, errors) = workflow::load_dir(&cli.workflows, strict)
-        .with_context(|| format!("cannot read the workflow directory {}", cli.workflows.display()))?;
-    for e in &errors {
-        eprintln!("warning: workflow not loaded: {e}");
-    }
-    if let (Some(known), Some(_), true) = (&known, redis, role.orchestrates()) {
-        for wf in catalog.workflows.values() {
-            if let Err(unhandled) = workflow::check_commands(wf, known) {
-                for e in unhandled.0 {
-                    eprintln!("note: {e}; another host's workers must handle it");
-                }
-            }
-        }
-    }
-    let (store, bus, mode): (Arc<dyn SagaStore>, Arc<dyn EventBus>, String) = match redis {
-        Some(url) => {
-            let store = crate::store::redis::RedisStore::connect(url, prefix).await?;
-            let (store, bus): (_, Arc<dyn EventBus>) = match transport {
-                // The store appends commands to their streams in the commit itself.
-                Transport::RedisStreams => (
-                    store.with_stream_outbox(),
-                    Arc::new(crate::bus::redis_streams::RedisStreamsBus::connect(url, prefix, streams).await?),
-                ),
-                Transport::RedisPubsub => {
-                    (store, Arc::new(crate::bus::redis_pubsub::RedisPubSubBus::connect(url, prefix).await?))
-                }
-            };
-            (Arc::new(store), bus, format!("distributed, Redis {url}, {transport:?}, prefix {prefix:?}"))
-        }
-        None => {
-            let store = crate::store::embedded::EmbeddedStore::open(data)?;
-            (Arc::new(store), Arc::new(MemoryBus::new()), format!("embedded, data in {}", data.display()))
-        }
-    };
-    let parts = Parts {
-        workflows: catalog,
-        runtime,
-        bus,
-        store,
-        clock: Arc::new(SystemClock),
-        worker: WorkerConfig { concurrency },
-    };
-    let node = Node::start(parts, role);
-    let (stop_api, stop_rx) = tokio::sync::watch::channel(false);
+async fn serve(config: crate::serve::Config, listen: &str) -> anyhow::Result<ExitCode> {
+    let host = crate::serve::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
-        format!("cannot listen on {listen}: is another baton running? choose another with --listen")
+        format!("cannot listen on {listen}: is another baton running? choose another with --listen (port 0 picks a free one)")
     })?;
-    let addr = listener.local_addr()?;
-    // A worker-only host serves its health check alone: it holds no saga to show.
-    let router =
-        if role.orchestrates() { crate::api::router(node.orchestrator.clone()) } else { crate::api::health_router() };
-    eprintln!("baton: serving on http://{addr} ({mode}, role {role:?})");
-    let mut rx = stop_rx.clone();
-    let api = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { while rx.changed().await.is_ok() && !*rx.borrow() {} })
-            .await
-    });
-    shutdown_signal().await;
-    eprintln!("baton: stopping");
-    let _ = stop_api.send(true);
-    api.await??;
-    node.shutdown().await?;
+    crate::serve::run(listener, shutdown_signal(), host).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -529,11 +490,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            },
+            Err(e) => {
+                eprintln!("warning: cannot watch for SIGTERM ({e}); stop with Ctrl-C");
+                let _ = ctrl_c.await;
+            }
         }
     }
     #[cfg(not(unix))]
@@ -542,20 +507,42 @@ async fn shutdown_signal() {
 
 async fn start(workflow: &str, input: &str, id: Option<String>, wait: bool, server: &str) -> anyhow::Result<ExitCode> {
     let input = read_input(input)?;
+    // The id is chosen here, not by the server, so that a start retried after a 503 (or a
+    // lost answer) can never create a second saga.
+    let id = id.unwrap_or_else(|| client_id(workflow));
     let body = serde_json::json!({ "workflow": workflow, "input": input, "id": id });
-    let saga = client::post(server, "/v1/sagas", &body).await?;
-    let id = saga["id"].as_str().context("the server's answer has no id")?.to_owned();
+    let saga = client::post_retrying(server, "/v1/sagas", &body).await?;
     if !wait {
-        println!("{}", serde_json::to_string_pretty(&saga)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&saga)?);
         return Ok(ExitCode::SUCCESS);
     }
     loop {
-        let saga = client::get(server, &format!("/v1/sagas/{}?wait=60", client::encode(&id))).await?;
+        let saga = client::get(server, &format!("/v1/sagas/{}?wait=60", client::encode(&id))).await?.0;
         let status: Option<SagaStatus> = saga["status"].as_str().and_then(|s| s.parse().ok());
         if let Some(status) = status.filter(|s| s.is_terminal()) {
-            println!("{}", serde_json::to_string_pretty(&saga)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&saga)?);
             return Ok(exit_code(status));
         }
+    }
+}
+
+/// A saga id for `baton start` without `--id`: the workflow, the time and some randomness.
+fn client_id(workflow: &str) -> String {
+    use std::hash::BuildHasher as _;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    format!("{workflow}-{now:x}-{:08x}", random as u32)
+}
+
+/// `println!` that ends quietly when stdout's reader has gone (`baton list | head`), as `ls`
+/// does, instead of panicking on the broken pipe.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: cannot write to stdout: {e}");
     }
 }
 
@@ -574,29 +561,62 @@ mod client {
             .collect()
     }
 
-    async fn answer(server: &str, r: reqwest::Result<reqwest::Response>) -> anyhow::Result<Value> {
-        let r = r.with_context(|| {
-            format!("cannot reach baton at {server}: is `baton serve` running there? (--server, BATON_SERVER)")
-        })?;
+    /// Why a request failed: the HTTP status, when the server answered.
+    struct Failed {
+        status: Option<u16>,
+        error: anyhow::Error,
+    }
+
+    async fn answer(server: &str, r: reqwest::Result<reqwest::Response>) -> Result<(Value, Option<String>), Failed> {
+        let r = r
+            .with_context(|| {
+                format!("cannot reach baton at {server}: is `baton serve` running there? (--server, BATON_SERVER)")
+            })
+            .map_err(|error| Failed { status: None, error })?;
         let status = r.status();
-        let body: Value =
-            r.json().await.with_context(|| format!("{server} answered {status} with something that is not JSON"))?;
+        let retain = r.headers().get(crate::api::RETAIN_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let failed = |error| Failed { status: Some(status.as_u16()), error };
+        let body: Value = r
+            .json()
+            .await
+            .with_context(|| format!("{server} answered {status} with something that is not JSON"))
+            .map_err(failed)?;
         if !status.is_success() {
             let code = body["error"]["code"].as_str().unwrap_or("error");
             let message = body["error"]["message"].as_str().unwrap_or("(no message)");
-            bail!("{message} (HTTP {}, {code})", status.as_u16());
+            return Err(failed(anyhow::anyhow!("{message} (HTTP {}, {code})", status.as_u16())));
         }
-        Ok(body)
+        Ok((body, retain))
     }
 
-    pub async fn get(server: &str, path: &str) -> anyhow::Result<Value> {
+    /// GET: the body, and the `baton-retain` header when the server sent one.
+    pub async fn get(server: &str, path: &str) -> anyhow::Result<(Value, Option<String>)> {
         let url = format!("{}{path}", server.trim_end_matches('/'));
-        answer(server, reqwest::Client::new().get(url).send().await).await
+        answer(server, reqwest::Client::new().get(url).send().await).await.map_err(|f| f.error)
     }
 
-    pub async fn post(server: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+    /// How long `post_retrying` waits before each new try after a 503.
+    const RETRY_DELAYS_MS: [u64; 6] = [250, 500, 1_000, 2_000, 4_000, 8_000];
+
+    /// POST, tried again with backoff while the server answers 503 (its store is away): the
+    /// body carries an id, so a retry never starts a second saga.
+    pub async fn post_retrying(server: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", server.trim_end_matches('/'));
-        answer(server, reqwest::Client::new().post(url).json(body).send().await).await
+        let http = reqwest::Client::new();
+        let mut delays = RETRY_DELAYS_MS.iter();
+        loop {
+            match answer(server, http.post(&url).json(body).send().await).await {
+                Ok((body, _)) => return Ok(body),
+                Err(Failed { status: Some(503), error }) => match delays.next() {
+                    Some(&ms) => {
+                        eprintln!("note: {error}; trying again in {ms} ms");
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    }
+                    None => bail!("{error}; gave up after {} tries", RETRY_DELAYS_MS.len() + 1),
+                },
+                Err(f) => return Err(f.error),
+            }
+        }
     }
 }
 
@@ -608,7 +628,7 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         eprintln!("error: {e}");
     }
     if errors.is_empty() && plugins_ok {
-        println!(
+        crate::outln!(
             "ok: {} workflow(s) in {}, {} plugin(s) with {} command(s) in {}",
             catalog.workflows.len(),
             cli.workflows.display(),
@@ -632,13 +652,18 @@ async fn plugins(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|p| serde_json::json!({ "name": p.name, "path": p.path, "commands": p.commands }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         for p in runtime.plugins() {
-            println!("{} ({})", p.name, p.path.display());
+            crate::outln!("{} ({})", p.name, p.path.display());
             for c in &p.commands {
                 let schema = |s: &Option<String>| s.as_deref().unwrap_or("-").to_owned();
-                println!("  {:<24} input: {}  output: {}", c.name, schema(&c.input_schema), schema(&c.output_schema));
+                crate::outln!(
+                    "  {:<24} input: {}  output: {}",
+                    c.name,
+                    schema(&c.input_schema),
+                    schema(&c.output_schema)
+                );
             }
         }
     }

@@ -17,6 +17,8 @@
 //! - [`api`]: the HTTP API.
 //! - [`bench`]: `baton bench`, the load generator.
 //! - [`node`]: wiring: an orchestrator and a worker pool sharing one bus and one store.
+//! - [`serve`]: the long-lived host: built from its configuration, run on a listener until
+//!   told to stop (`baton serve`, and the tests, in process).
 //! - [`cli`]: the `baton` command line.
 
 pub mod api;
@@ -28,5 +30,14 @@ pub mod orchestrator;
 pub mod protocol;
 mod redis_conn;
 pub mod runtime;
+pub mod serve;
 pub mod store;
 pub mod workflow;
+
+/// `println!` that ends quietly when stdout's reader has gone (`baton list | head`).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}

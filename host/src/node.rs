@@ -54,13 +54,16 @@ pub struct Parts {
     pub store: Arc<dyn SagaStore>,
     pub clock: Arc<dyn Clock>,
     pub worker: WorkerConfig,
+    /// How long finished sagas are kept; `None`: forever.
+    pub retain: Option<std::time::Duration>,
 }
 
 impl Node {
     /// Start the loops of `role`.
     pub fn start(parts: Parts, role: Role) -> Node {
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let orchestrator = Orchestrator::new(parts.workflows, parts.store.clone(), parts.bus.clone(), parts.clock);
+        let orchestrator =
+            Orchestrator::new(parts.workflows, parts.store.clone(), parts.bus.clone(), parts.clock, parts.retain);
         let mut tasks = Vec::new();
         if role.orchestrates() {
             let o = orchestrator.clone();

@@ -1,47 +1,28 @@
-//! A real `baton serve` process for tests: started on a free port, killed (gracefully or with
-//! SIGKILL) when the test says, and talked to over its HTTP API.
+//! Hosts for tests, and a client of their HTTP API.
+//!
+//! - [`InProcess`]: `baton::serve::run` in the test's own runtime, on `127.0.0.1:0`: the same
+//!   code as `baton serve`, with no process to start and no port to race for. The default.
+//! - [`Server`]: a real `baton serve` process, for what only a process can show (SIGKILL,
+//!   SIGTERM, exit codes). It listens on port 0 too and the test reads the address it printed.
+//!
+//! Both hand out an [`Api`] (`Deref`), which holds the requests tests make.
 
+use std::io::BufRead as _;
+use std::ops::Deref;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// A running `baton serve`.
-pub struct Server {
-    child: Child,
+/// A client of one host's HTTP API.
+pub struct Api {
     pub url: String,
     http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    // The port is free now; the server binds it a moment later. A clash is possible but rare,
-    // and shows as a clear "cannot listen" error.
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Server {
-    /// `baton serve` with `args`, once its API answers.
-    pub async fn start(args: &[&str]) -> Server {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = crate::baton()
-            .arg("serve")
-            .args(["--listen", &listen])
-            .args(args)
-            .env("BATON_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start baton serve");
-        let server = Server { child, url: format!("http://{listen}"), http: reqwest::Client::new() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if server.http.get(format!("{}/healthz", server.url)).send().await.is_ok() {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "baton serve did not answer on {listen} within 30s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+impl Api {
+    fn new(url: String) -> Api {
+        Api { url, http: reqwest::Client::new() }
     }
 
     /// Start a saga; `None` when the server did not answer (it may be dying).
@@ -62,6 +43,24 @@ impl Server {
         let r = self.http.post(format!("{}{path}", self.url)).body(body.to_owned()).send().await.expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.expect("JSON body"))
+    }
+
+    /// Any request: the status, the headers and the body as text.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let r = req.send().await.expect("the host answers");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.text().await.expect("a body"))
     }
 
     /// Wait until every id is terminal; returns the records. Panics after `limit`.
@@ -85,7 +84,7 @@ impl Server {
                 return done.into_iter().flatten().collect();
             }
             assert!(Instant::now() < deadline, "{left} of {} sagas did not finish within {limit:?}", ids.len());
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -95,6 +94,128 @@ impl Server {
             let (code, history) = self.get(&format!("/v1/sagas/{id}/history")).await;
             assert_eq!(code, 200, "{id}: {history}");
             check_history(id, &history);
+        }
+    }
+}
+
+/// The configuration of a test host: the freshly built plugins, the example workflows, the
+/// shared compile cache, embedded with its data in `data`.
+pub fn config(data: &std::path::Path) -> baton::serve::Config {
+    let mut config =
+        baton::serve::Config::embedded(crate::PLUGINS_DIR.into(), crate::root().join("workflows"), data.to_owned());
+    config.runtime.cache_dir = Some(crate::cache_dir());
+    config
+}
+
+/// The same, distributed over the test Redis under `prefix`.
+pub fn redis_config(prefix: &str) -> baton::serve::Config {
+    let mut config = config(std::path::Path::new("unused"));
+    config.redis = Some(crate::redis_url());
+    config.prefix = prefix.to_owned();
+    config
+}
+
+/// A host running in this process (see the module documentation).
+pub struct InProcess {
+    api: Api,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    /// Build the host and serve it on a port the OS picks.
+    pub async fn start(config: baton::serve::Config) -> InProcess {
+        let host = baton::serve::build(&config).await.expect("the host builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let url = format!("http://{}", listener.local_addr().expect("local_addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(baton::serve::run(
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            host,
+        ));
+        InProcess { api: Api::new(url), stop: Some(stop), task: Some(task) }
+    }
+
+    /// Stop gracefully and wait for the host to finish what it had taken.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        if let Some(task) = self.task.take() {
+            task.await.expect("the host task").expect("the host stops cleanly");
+        }
+    }
+}
+
+impl Deref for InProcess {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        // Dropped without `stop`: end it with the test.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A running `baton serve` process.
+pub struct Server {
+    child: Child,
+    api: Api,
+}
+
+impl Deref for Server {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Server {
+    /// `baton serve` with `args` on a port the OS picks, once its API answers. Its stderr is
+    /// passed through to the test's, after the line that says where it listens.
+    pub async fn start(args: &[&str]) -> Server {
+        let mut child = crate::baton()
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("BATON_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start baton serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                match line.split_once("serving on http://") {
+                    Some((_, rest)) if tx.is_some() => {
+                        let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                        let _ = tx.take().map(|tx| tx.send(addr));
+                    }
+                    _ => eprintln!("{line}"),
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("baton serve did not say where it listens within 60s (see its stderr above)")
+        });
+        let server = Server { child, api: Api::new(format!("http://{addr}")) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if server.http.get(format!("{}/healthz", server.url)).send().await.is_ok() {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "baton serve did not answer on {addr} within 30s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -122,3 +122,20 @@ fn missing_arguments_exit_1_not_clap_s_2() {
     assert_eq!(ran.code, 1, "{ran}");
     assert!(ran.stderr.contains("--input"), "{ran}");
 }
+
+/// A reader that goes away (`baton run ... | head -0`) ends the output quietly: no panic, and
+/// the exit code still says how the saga ended.
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    let mut child = baton()
+        .args(["run", "order", "--input", &order(serde_json::json!({}))])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before anything is printed
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

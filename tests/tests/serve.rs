@@ -1,8 +1,12 @@
 //! `baton serve` through its HTTP API, and what survives a SIGKILL.
+//!
+//! Tests that kill or signal a host run the real binary ([`Server`]); the others run the same
+//! host in process ([`InProcess`]), which is quicker and needs no process to start.
 
 use std::time::Duration;
 
-use baton_tests::server::{Server, check_order_saga, order_case};
+use baton::serve::{Role, Transport};
+use baton_tests::server::{InProcess, Server, check_order_saga, order_case, redis_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_serve_runs_sagas_over_http() {
@@ -294,43 +298,56 @@ impl Drop for PrivateRedis {
 async fn sagas_carry_on_after_redis_goes_away_for_a_few_seconds() {
     const N: usize = 100;
     let mut redis = PrivateRedis::start();
-    let url = redis.url();
-    let args = ["--redis", url.as_str(), "--visibility-timeout", "1s"];
+    let mut config = redis_config("baton");
+    config.redis = Some(redis.url());
+    config.streams.visibility_timeout = Duration::from_secs(1);
     let ids: Vec<String> = (0..N).map(|i| format!("outage-{i}")).collect();
-    let server = Server::start(&args).await;
-    assert_eq!(submit(std::slice::from_ref(&server.url), &ids, 0..N).await, N);
+    let server = InProcess::start(config).await;
+    assert_eq!(submit(std::slice::from_ref(&server.url), &ids, 0..N).await, N, "every start is accepted");
     redis.down();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // While Redis is away the API says so, with a 503 and a JSON error.
+    // While Redis is away a start is refused, after the host has tried for a while, with a
+    // 503 that says what is unreachable and that a retry with the same id is safe.
+    let (code, err) = server.start_saga("order", "outage-late", &order_case(0).0).await.expect("the host answers");
+    assert_eq!(code, 503, "{err}");
+    assert_eq!(err["error"]["code"], "store_unavailable", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Redis at redis://127.0.0.1:") && message.contains("same id is safe"), "{message}");
     redis.up();
     let sagas = server.wait_all(&ids, Duration::from_secs(120)).await;
     for (i, saga) in sagas.iter().enumerate() {
         check_order_saga(i, saga);
     }
     server.check_histories(&ids).await;
+    // The refused start retried with its id now succeeds, once.
+    let (code, _) = server.start_saga("order", "outage-late", &order_case(0).0).await.unwrap();
+    assert_eq!(code, 201);
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_loses_a_command_nobody_hears_and_the_step_timeout_resends_it() {
     let prefix = baton_tests::unique_prefix("pubsub_timeout");
-    let url = baton_tests::redis_url();
     let workflows = tempfile::tempdir().unwrap();
     std::fs::write(
         workflows.path().join("echo.toml"),
         "name = \"echo\"\n[[step]]\nname = \"e\"\ncommand = \"testkit.echo\"\ntimeout = \"1s\"\nretry = { attempts = 5, backoff = \"10ms\" }\n",
     )
     .unwrap();
-    let wf = workflows.path().to_str().unwrap();
-    let common =
-        ["--redis", url.as_str(), "--prefix", prefix.as_str(), "--transport", "redis-pubsub", "--workflows", wf];
-    // Only an orchestrator: the first command is published to nobody.
-    let orchestrator = Server::start(&[&common[..], &["--role", "orchestrator"]].concat()).await;
+    let config = |role| {
+        let mut c = redis_config(&prefix);
+        c.transport = Transport::RedisPubsub;
+        c.workflows = workflows.path().to_owned();
+        c.role = role;
+        c
+    };
+    // Only an orchestrator: the first command is published to nobody. The start answers
+    // once the command is published, so it is lost before the worker below subscribes.
+    let orchestrator = InProcess::start(config(Role::Orchestrator)).await;
     let (code, _) = orchestrator.start_saga("echo", "ps-1", &serde_json::json!({"hello": "world"})).await.unwrap();
     assert_eq!(code, 201);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // A worker-only host: an orchestrator here would re-send the pending command at its
     // start, and the first attempt would not be lost.
-    let worker = Server::start(&[&common[..], &["--role", "worker"]].concat()).await;
+    let worker = InProcess::start(config(Role::Worker)).await;
     let saga = &orchestrator.wait_all(&["ps-1".to_owned()], Duration::from_secs(30)).await[0];
     assert_eq!(saga["status"], "completed", "{saga:#}");
     assert!(
@@ -338,7 +355,8 @@ async fn pubsub_loses_a_command_nobody_hears_and_the_step_timeout_resends_it() {
         "the lost first attempt timed out and was resent: {saga:#}"
     );
     assert_eq!(saga["steps"][0]["output"], serde_json::json!({"hello": "world"}));
-    drop((orchestrator, worker));
+    orchestrator.stop().await;
+    worker.stop().await;
     baton_tests::delete_prefix(&prefix);
 }
 
@@ -348,12 +366,13 @@ async fn pubsub_loses_a_command_nobody_hears_and_the_step_timeout_resends_it() {
 async fn redis_entries_are_acknowledged_when_traffic_stops() {
     let prefix = baton_tests::unique_prefix("acks_when_idle");
     let url = baton_tests::redis_url();
-    let server = Server::start(&["--redis", url.as_str(), "--prefix", prefix.as_str()]).await;
+    let server = InProcess::start(redis_config(&prefix)).await;
     let ids: Vec<String> = (0..8).map(|i| format!("ack-{i}")).collect();
     assert_eq!(submit(std::slice::from_ref(&server.url), &ids, 0..8).await, 8);
     server.wait_all(&ids, Duration::from_secs(30)).await;
-    // Quiet now: give the last acknowledgements a moment, then look at every group.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Quiet now: every group must drain to nothing pending. The last acknowledgements may
+    // still be on their way, so look until they are in (well before the 30 s visibility
+    // timeout after which an entry left pending would be redelivered).
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut con = client.get_connection().unwrap();
     let mut streams: Vec<(String, &str)> =
@@ -362,15 +381,22 @@ async fn redis_entries_are_acknowledged_when_traffic_stops() {
             .map(|c| (format!("{prefix}:cmd:{c}"), "workers"))
             .collect();
     streams.push((format!("{prefix}:results"), "orchestrators"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     for (stream, group) in streams {
-        let pending: redis::Value = redis::cmd("XPENDING").arg(&stream).arg(group).query(&mut con).unwrap();
-        let count = match &pending {
-            redis::Value::Array(v) => redis::from_redis_value_ref::<u64>(&v[0]).unwrap(),
-            other => panic!("XPENDING {stream}: {other:?}"),
-        };
-        assert_eq!(count, 0, "{stream} has entries nobody acknowledged");
+        loop {
+            let pending: redis::Value = redis::cmd("XPENDING").arg(&stream).arg(group).query(&mut con).unwrap();
+            let count = match &pending {
+                redis::Value::Array(v) => redis::from_redis_value_ref::<u64>(&v[0]).unwrap(),
+                other => panic!("XPENDING {stream}: {other:?}"),
+            };
+            if count == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{stream} has {count} entries nobody acknowledged");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
-    drop(server);
+    server.stop().await;
     baton_tests::delete_prefix(&prefix);
 }
 
@@ -380,7 +406,6 @@ async fn redis_entries_are_acknowledged_when_traffic_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_with_different_plugins_share_one_workflow() {
     let prefix = baton_tests::unique_prefix("split_plugins");
-    let url = baton_tests::redis_url();
     let most = baton_tests::plugin_dir_copy();
     std::fs::remove_file(most.path().join("shipping.wasm")).unwrap();
     let shipping_only = tempfile::tempdir().unwrap();
@@ -389,12 +414,13 @@ async fn hosts_with_different_plugins_share_one_workflow() {
         shipping_only.path().join("shipping.wasm"),
     )
     .unwrap();
-    let common = ["--redis", url.as_str(), "--prefix", prefix.as_str()];
-    let a = Server::start(&[&common[..], &["--plugins", most.path().to_str().unwrap()]].concat()).await;
-    let b = Server::start(
-        &[&common[..], &["--plugins", shipping_only.path().to_str().unwrap(), "--role", "worker"]].concat(),
-    )
-    .await;
+    let mut most_config = redis_config(&prefix);
+    most_config.plugins = most.path().to_owned();
+    let mut shipping_config = redis_config(&prefix);
+    shipping_config.plugins = shipping_only.path().to_owned();
+    shipping_config.role = Role::Worker;
+    let a = InProcess::start(most_config).await;
+    let b = InProcess::start(shipping_config).await;
     let ids: Vec<String> = (0..12).map(|i| format!("split-{i}")).collect();
     assert_eq!(submit(std::slice::from_ref(&a.url), &ids, 0..12).await, 12);
     let sagas = a.wait_all(&ids, Duration::from_secs(60)).await;
@@ -402,6 +428,7 @@ async fn hosts_with_different_plugins_share_one_workflow() {
         check_order_saga(i, saga);
     }
     a.check_histories(&ids).await;
-    drop((a, b));
+    a.stop().await;
+    b.stop().await;
     baton_tests::delete_prefix(&prefix);
 }

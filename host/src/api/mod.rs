@@ -2,22 +2,24 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `POST /v1/sagas` `{"workflow", "input", "id"?}` | start a saga; with an `id`, a retried start returns the existing saga (200) instead of a second one (201) |
+//! | `POST /v1/sagas` `{"workflow", "input", "id"?}` | start a saga: 201 when this call created it; with an `id` that exists, 200 and the existing saga when workflow and input are the same, 409 when they differ |
 //! | `GET /v1/sagas/{id}[?wait=SECS]` | the saga; with `wait`, hold the answer until it ends (or the time is up) |
 //! | `GET /v1/sagas/{id}/history` | what happened to the saga, oldest first: every dispatch, result, retry and the end |
-//! | `GET /v1/sagas[?status=S&limit=N]` | sagas, newest first |
+//! | `GET /v1/sagas[?status=S&limit=N]` | sagas, newest first; the `baton-retain` header says how long finished ones are kept |
 //! | `GET /healthz` | 200 when the host is up (worker-only hosts serve this alone) |
 //!
-//! Every error is JSON, `{"error": {"code", "message"}}`, with a 4xx for what the caller can
-//! fix (bad JSON, an unknown workflow, an unknown status) and a 5xx for what it cannot.
+//! Every error, whatever produced it (a handler, an extractor, the body limit, an unknown
+//! route or method), is JSON, `{"error": {"code", "message"}}`: a 4xx for what the caller can
+//! fix, a 5xx for what it cannot. A 503 means the store is unreachable; it says which store,
+//! and that a start retried with the same `id` is safe.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -30,8 +32,23 @@ use crate::store::StoreError;
 /// Longest a `GET ?wait=` may hold a request.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
+/// Largest request body. A saga's input is a document, not a file upload; a bound keeps a
+/// careless or hostile client from making the host buffer gigabytes.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Longest saga id, in characters.
+pub const MAX_ID_CHARS: usize = 200;
+
+/// Characters an id may not hold besides whitespace and control characters: they mean
+/// something in a URL path or query, so an id holding one could not be addressed plainly.
+const ID_FORBIDDEN: &str = "/?#%\\";
+
+/// Most sagas one `GET /v1/sagas` returns.
+const MAX_LIST: usize = 10_000;
+
 /// An API error: status, code, message.
-pub struct ApiError(StatusCode, &'static str, String);
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub &'static str, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -43,24 +60,95 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => ApiError(StatusCode::NOT_FOUND, "not_found", format!("no saga with id {id:?}")),
-            other => ApiError(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", other.to_string()),
+            StoreError::Corrupt { .. } => ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_corrupt",
+                format!("{e}: the record cannot be read; an operator must look (see the host's log)"),
+            ),
+            e @ (StoreError::Unavailable(_) | StoreError::Conflict { .. }) => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("{e}. Nothing is lost; try again shortly (a start retried with the same id is safe)"),
+            ),
         }
     }
 }
 
 /// The routes, over an orchestrator.
 pub fn router(orchestrator: Orchestrator) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/sagas", get(list).post(start))
         .route("/v1/sagas/{id}", get(get_one))
         .route("/v1/sagas/{id}/history", get(history))
         .with_state(orchestrator)
-        .merge(health_router())
+        .route("/healthz", get(healthz));
+    with_json_errors(routes)
 }
 
 /// The routes of a host that only runs workers: a health check for its supervisor.
 pub fn health_router() -> Router {
-    Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+    with_json_errors(Router::new().route("/healthz", get(healthz)))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The layers every router shares: the body limit, a JSON 404 for unknown routes, and JSON
+/// for every other error (applied last, so it sees the answers of all the others).
+fn with_json_errors(routes: Router) -> Router {
+    routes
+        .fallback(unknown_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "unknown_route",
+        format!(
+            "no route {method} {}: the API is POST/GET /v1/sagas, GET /v1/sagas/{{id}}, GET /v1/sagas/{{id}}/history and GET /healthz",
+            uri.path()
+        ),
+    )
+}
+
+/// Turns every error response that is not already JSON (the body limit's 413, a 405, an
+/// extractor's plain-text 400) into the one error shape, keeping its status and headers.
+async fn json_errors(method: Method, uri: Uri, response: Response) -> Response {
+    let status = response.status();
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let said = String::from_utf8_lossy(&text).trim().to_owned();
+    let path = uri.path();
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError(
+            status,
+            "body_too_large",
+            format!("the request body is over the limit of {} KiB", MAX_BODY_BYTES >> 10),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            ApiError(status, "method_not_allowed", format!("{method} is not allowed on {path} (allowed: {allowed})"))
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError(status, "unsupported_media_type", said),
+        s if s.is_client_error() => ApiError(status, "invalid_request", format!("{method} {path}: {said}")),
+        _ => ApiError(status, "internal", format!("{method} {path}: {said}")),
+    };
+    let mut fixed = error.into_response();
+    // Keep what the original said besides its body (an `Allow` header, for one).
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in parts.headers.drain().filter_map(|(n, v)| n.map(|n| (n, v))) {
+        fixed.headers_mut().entry(name).or_insert(value);
+    }
+    fixed
 }
 
 #[derive(Deserialize)]
@@ -73,6 +161,24 @@ struct StartRequest {
     id: Option<String>,
 }
 
+/// Whether `id` may name a saga; the error says what an id may be.
+pub fn check_id(id: &str) -> Result<(), String> {
+    let chars = id.chars().count();
+    let bad = id.chars().find(|c| c.is_whitespace() || c.is_control() || ID_FORBIDDEN.contains(*c));
+    if chars == 0 || chars > MAX_ID_CHARS || bad.is_some() {
+        let shown: String = id.chars().take(40).collect();
+        let why = match bad {
+            Some(c) => format!("it holds {c:?}"),
+            None => format!("it has {chars} characters"),
+        };
+        return Err(format!(
+            "{shown:?}{} is not a saga id ({why}): an id is 1 to {MAX_ID_CHARS} characters, with no whitespace, control characters or any of {ID_FORBIDDEN}",
+            if chars > 40 { "..." } else { "" }
+        ));
+    }
+    Ok(())
+}
+
 async fn start(State(o): State<Orchestrator>, body: Bytes) -> Result<Response, ApiError> {
     let req: StartRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
@@ -83,22 +189,13 @@ async fn start(State(o): State<Orchestrator>, body: Bytes) -> Result<Response, A
             ),
         )
     })?;
-    if req.id.as_deref().is_some_and(|id| id.is_empty() || id.len() > 200 || id.contains(char::is_control)) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            "an id must be 1 to 200 printable characters".into(),
-        ));
+    if let Some(id) = &req.id {
+        check_id(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_id", e))?;
     }
-    let fresh = req.id.is_none();
-    let existed = match &req.id {
-        Some(id) => o.get(id).await?.is_some(),
-        None => false,
-    };
     match o.start(&req.workflow, req.input, req.id).await {
-        Ok(saga) => {
-            let status = if !fresh && existed { StatusCode::OK } else { StatusCode::CREATED };
-            Ok((status, Json(saga)).into_response())
+        Ok(started) => {
+            let status = if started.created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok((status, Json(started.saga)).into_response())
         }
         Err(e @ StartError::UnknownWorkflow { .. }) => {
             Err(ApiError(StatusCode::NOT_FOUND, "unknown_workflow", e.to_string()))
@@ -123,9 +220,20 @@ async fn get_one(
     let Some(saga) = o.get(&id).await? else {
         return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no saga with id {id:?}")));
     };
-    let Some(wait) = q.wait.filter(|w| *w > 0.0 && !saga.status.is_terminal()) else {
-        return Ok(Json(saga).into_response());
+    let wait = match q.wait {
+        Some(w) if !w.is_finite() || w < 0.0 => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("wait={w} must be a number of seconds, 0 to {}", MAX_WAIT.as_secs()),
+            ));
+        }
+        Some(w) => w,
+        None => 0.0,
     };
+    if wait == 0.0 || saga.status.is_terminal() {
+        return Ok(Json(saga).into_response());
+    }
     let limit = Duration::from_secs_f64(wait.min(MAX_WAIT.as_secs_f64()));
     match tokio::time::timeout(limit, o.wait(&id)).await {
         Ok(done) => Ok(Json(done?).into_response()),
@@ -148,11 +256,20 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+/// The header of `GET /v1/sagas` that says how long finished sagas are kept (`7d`), or
+/// `forever`.
+pub const RETAIN_HEADER: &str = "baton-retain";
+
 async fn list(State(o): State<Orchestrator>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(s.parse::<SagaStatus>().map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_status", e))?),
     };
-    let sagas = o.list(status, q.limit.unwrap_or(100).min(10_000)).await?;
-    Ok(Json(sagas).into_response())
+    let sagas = o.list(status, q.limit.unwrap_or(100).min(MAX_LIST)).await?;
+    let retain = o.retain().map_or_else(|| "forever".to_owned(), crate::workflow::duration::format);
+    let mut response = Json(sagas).into_response();
+    if let Ok(v) = HeaderValue::from_str(&retain) {
+        response.headers_mut().insert(RETAIN_HEADER, v);
+    }
+    Ok(response)
 }
