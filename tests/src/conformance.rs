@@ -49,6 +49,7 @@ pub async fn saga_store(store: Arc<dyn SagaStore>) {
     history_is_appended_with_each_commit(store.as_ref()).await;
     timers_are_indexed_by_due_time(store.as_ref()).await;
     outcomes_first_record_wins(store.as_ref()).await;
+    retention_deletes_finished_sagas_with_their_outcomes(store.as_ref()).await;
 }
 
 async fn create_and_load(store: &dyn SagaStore) {
@@ -227,6 +228,59 @@ async fn outcomes_first_record_wins(store: &dyn SagaStore) {
     assert_eq!(store.outcome("pay.charge", "k").await.unwrap(), Some(ok));
     // Keyed by command and key together.
     assert_eq!(store.outcome("pay.refund", "k").await.unwrap(), None);
+}
+
+/// Purge until `expected` sagas are gone (a store may index what it wrote a moment later,
+/// as the embedded store's applier does), and never more.
+async fn purge_until(store: &dyn SagaStore, now: u64, expected: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut total = 0;
+    while total < expected {
+        total += store.purge(now, 1).await.unwrap();
+        assert!(std::time::Instant::now() < deadline, "purged {total} of {expected}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(total, expected);
+}
+
+/// Wait until saga `id` is gone (a store may delete a moment after it accepted the purge).
+async fn gone(store: &dyn SagaStore, id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.load(id).await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "{id} was purged but is still there");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+async fn retention_deletes_finished_sagas_with_their_outcomes(store: &dyn SagaStore) {
+    let finished = |id: &'static str, expires_at: Option<u64>| async move {
+        let t = started(id, 90);
+        store.create(&t).await.unwrap();
+        store.record_outcome("x.y", &format!("{id}/a/forward"), &Outcome::Ok(json!(id))).await.unwrap();
+        let mut done = next(&t.saga, SagaStatus::Completed);
+        done.saga.cursor = Cursor::Done;
+        done.saga.expires_at = expires_at;
+        assert_eq!(commit_one(store, &done).await, Committed::Ok);
+    };
+    // Times an hour ahead of the wall clock: Redis also expires the keys at `expires_at`.
+    let base =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 3_600_000;
+    finished("ret-1", Some(base)).await;
+    finished("ret-2", Some(base + 4_000)).await;
+    finished("ret-forever", None).await;
+    assert_eq!(store.purge(base - 1, 10).await.unwrap(), 0, "nothing has expired yet");
+    purge_until(store, base, 1).await;
+    gone(store, "ret-1").await;
+    assert!(store.history("ret-1").await.unwrap().is_empty(), "and its history");
+    assert_eq!(store.outcome("x.y", "ret-1/a/forward").await.unwrap(), None, "and its outcome records");
+    assert!(!store.list(Some(SagaStatus::Completed), 100).await.unwrap().iter().any(|s| s.id == "ret-1"));
+    assert!(store.load("ret-2").await.unwrap().is_some(), "ret-2 expires later");
+    assert_eq!(store.outcome("x.y", "ret-2/a/forward").await.unwrap(), Some(Outcome::Ok(json!("ret-2"))));
+    purge_until(store, base + 4_000, 1).await;
+    gone(store, "ret-2").await;
+    assert!(store.load("ret-forever").await.unwrap().is_some(), "kept forever");
+    assert_eq!(store.outcome("x.y", "ret-forever/a/forward").await.unwrap(), Some(Outcome::Ok(json!("ret-forever"))));
+    assert_eq!(store.purge(base + 10_000, 10).await.unwrap(), 0);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -432,3 +432,64 @@ async fn hosts_with_different_plugins_share_one_workflow() {
     b.stop().await;
     baton_tests::delete_prefix(&prefix);
 }
+
+/// Finished sagas go after `--retain`, with their history and outcome records, in both
+/// stores; the list says how long they are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_sagas_are_deleted_after_their_retention() {
+    let data = tempfile::tempdir().unwrap();
+    let prefix = baton_tests::unique_prefix("retention");
+    let mut embedded = baton_tests::server::config(data.path());
+    let mut redis = redis_config(&prefix);
+    for c in [&mut embedded, &mut redis] {
+        c.retain = Some(Duration::from_secs(1));
+    }
+    for (mode, config) in [("embedded", embedded), ("redis", redis)] {
+        let host = InProcess::start(config).await;
+        let ids: Vec<String> = (0..4).map(|i| format!("keep-{i}")).collect();
+        assert_eq!(submit(std::slice::from_ref(&host.url), &ids, 0..4).await, 4);
+        let sagas = host.wait_all(&ids, Duration::from_secs(30)).await;
+        for s in &sagas {
+            let ended = s["updated_at"].as_u64().unwrap();
+            assert_eq!(s["expires_at"].as_u64(), Some(ended + 1_000), "{mode}: {s:#}");
+        }
+        let (_, headers, _) = host.request("GET", "/v1/sagas", None).await;
+        assert_eq!(headers["baton-retain"], "1s", "{mode}");
+        // Gone within a few sweeps of their expiry.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for id in &ids {
+            while host.get(&format!("/v1/sagas/{id}")).await.0 != 404 {
+                assert!(std::time::Instant::now() < deadline, "{mode}: {id} was never deleted");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(host.get(&format!("/v1/sagas/{id}/history")).await.0, 404);
+        }
+        let (_, list) = host.get("/v1/sagas").await;
+        assert_eq!(list, serde_json::json!([]), "{mode}");
+        if mode == "redis" {
+            // Redis frees the keys at their expiry by itself; the indexes go at the next purge.
+            let client = redis::Client::open(baton_tests::redis_url()).unwrap();
+            let mut con = client.get_connection().unwrap();
+            loop {
+                let n: usize = redis::cmd("ZCARD").arg(format!("{prefix}:all")).query(&mut con).unwrap();
+                if n == 0 {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{n} ids left in {prefix}:all");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        host.stop().await;
+    }
+    // Nothing of them is left in Redis: no record, history, outcome or index entry.
+    let client = redis::Client::open(baton_tests::redis_url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut con).unwrap();
+    let left: Vec<&String> = keys.iter().filter(|k| k.contains("keep-")).collect();
+    assert!(left.is_empty(), "{left:?}");
+    for index in ["all", "expiry", "status:completed", "status:compensated"] {
+        let n: usize = redis::cmd("ZCARD").arg(format!("{prefix}:{index}")).query(&mut con).unwrap();
+        assert_eq!(n, 0, "{index}");
+    }
+    baton_tests::delete_prefix(&prefix);
+}

@@ -189,6 +189,9 @@ const SWEEP_GRACE_MS: u64 = 2_000;
 /// sweep takes the rest.
 const SWEEP_BATCH: usize = 256;
 
+/// Most finished sagas one sweep deletes once their retention is over.
+const PURGE_BATCH: usize = 256;
+
 /// Most pages of the timer index one sweep reads, so one sweep stays short however many
 /// timers it must step over.
 const SWEEP_PAGES: usize = 16;
@@ -424,6 +427,13 @@ impl Orchestrator {
             return Decided::Unchanged;
         }
         saga.revision = revision;
+        if saga.status.is_terminal() {
+            if saga.expires_at.is_none() {
+                saga.expires_at = self.inner.retain.map(|r| now.saturating_add(r.as_millis() as u64));
+            }
+        } else {
+            saga.expires_at = None;
+        }
         let timer = pending_timer(&saga);
         let transition = Transition { saga, expected_revision: expected, commands, history };
         Decided::Change(Box::new(Change { transition, timer }))
@@ -723,6 +733,17 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Delete the finished sagas whose retention is over (see [`SagaStore::purge`]), a
+    /// batch at a time, so that a backlog never makes one sweep long.
+    async fn purge(&self) {
+        let now = self.inner.clock.now_ms();
+        match self.inner.store.purge(now, PURGE_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "deleted finished sagas past their retention"),
+            Err(e) => tracing::warn!("cannot delete finished sagas past their retention: {e}"),
+        }
+    }
+
     /// Resume what a previous process left, then consume results and timers (and sweep for
     /// overdue ones) until `shutdown` turns true.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -742,6 +763,7 @@ impl Orchestrator {
                         if let Err(e) = this.sweep(&mut cursor).await {
                             tracing::warn!("cannot sweep for overdue timers: {e}");
                         }
+                        this.purge().await;
                         this.prune_waiters();
                     }
                 }

@@ -198,6 +198,10 @@ pub struct Saga {
     pub updated_at: u64,
     /// Bumped on every committed change; stores use it for optimistic concurrency.
     pub revision: u64,
+    /// When a finished saga's record, history and outcome records are deleted (ms since the
+    /// epoch): its end plus the host's `--retain`. Absent while it runs, or kept forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 impl Saga {
@@ -238,6 +242,7 @@ impl Saga {
             created_at: now,
             updated_at: now,
             revision: 0,
+            expires_at: None,
         }
     }
 }

@@ -17,7 +17,10 @@ struct State {
     history: HashMap<String, Vec<HistoryEntry>>,
     /// (due, id) of every saga waiting on a timer.
     timers: BTreeSet<(u64, String)>,
-    outcomes: HashMap<(String, String), Outcome>,
+    /// (expires_at, id) of every finished saga that is not kept forever.
+    expiry: BTreeSet<(u64, String)>,
+    /// By saga (see [`super::saga_of`]), then (command, idempotency key).
+    outcomes: HashMap<String, HashMap<(String, String), Outcome>>,
 }
 
 impl State {
@@ -29,6 +32,12 @@ impl State {
         }
         if let Some(due) = saga.timer_due() {
             self.timers.insert((due, saga.id.clone()));
+        }
+        if let Some(at) = self.sagas.get(&saga.id).and_then(|s| s.expires_at) {
+            self.expiry.remove(&(at, saga.id.clone()));
+        }
+        if let Some(at) = saga.expires_at {
+            self.expiry.insert((at, saga.id.clone()));
         }
         self.history.entry(saga.id.clone()).or_default().extend(t.history.iter().cloned());
         self.sagas.insert(saga.id.clone(), saga.clone());
@@ -116,13 +125,34 @@ impl SagaStore for MemoryStore {
             .collect())
     }
 
+    async fn purge(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut state = self.state();
+        let due: Vec<(u64, String)> =
+            state.expiry.iter().take_while(|(at, _)| *at <= now).take(limit).cloned().collect();
+        for entry in &due {
+            let id = &entry.1;
+            state.expiry.remove(entry);
+            state.sagas.remove(id);
+            state.history.remove(id);
+            state.outcomes.remove(id);
+        }
+        Ok(due.len())
+    }
+
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError> {
-        Ok(self.state().outcomes.get(&(command.to_owned(), idempotency_key.to_owned())).cloned())
+        let state = self.state();
+        let mine = state.outcomes.get(super::saga_of(idempotency_key));
+        Ok(mine.and_then(|m| m.get(&(command.to_owned(), idempotency_key.to_owned()))).cloned())
     }
 
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError> {
         let mut state = self.state();
-        state.outcomes.entry((command.to_owned(), idempotency_key.to_owned())).or_insert_with(|| outcome.clone());
+        state
+            .outcomes
+            .entry(super::saga_of(idempotency_key).to_owned())
+            .or_default()
+            .entry((command.to_owned(), idempotency_key.to_owned()))
+            .or_insert_with(|| outcome.clone());
         Ok(())
     }
 }

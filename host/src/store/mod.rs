@@ -14,6 +14,15 @@
 //! Besides sagas, a store keeps the terminal outcome of each command under
 //! (command, idempotency key), so that a duplicate command is answered from the record
 //! instead of running its worker twice.
+//!
+//! # Retention
+//!
+//! A finished saga carries `expires_at` (its end plus the host's `--retain`), and every store
+//! indexes it. [`SagaStore::purge`] deletes the sagas whose time has come: the record, its
+//! history, and its outcome records. An idempotency key begins with its saga's id and a `/`
+//! (`order-1/charge/forward`), and [`saga_of`] reads it back, so a store files outcome
+//! records by saga and deletes them with it: a command can be redelivered for as long as its
+//! saga lives, and its record lives exactly that long.
 
 pub mod embedded;
 pub mod memory;
@@ -23,6 +32,12 @@ use async_trait::async_trait;
 
 use crate::orchestrator::saga::{HistoryEntry, Saga, SagaStatus};
 use crate::protocol::{CommandMessage, Outcome};
+
+/// The saga an idempotency key belongs to: the key up to its first `/` (the whole key when
+/// it has none). Saga ids never hold a `/` (the API refuses them).
+pub fn saga_of(idempotency_key: &str) -> &str {
+    idempotency_key.split('/').next().unwrap_or(idempotency_key)
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +161,11 @@ pub trait SagaStore: Send + Sync + 'static {
         before: u64,
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError>;
+
+    /// Delete up to `limit` sagas whose `expires_at` is at or before `now` (ms since the
+    /// epoch), with their history and outcome records; returns how many. Called often by
+    /// every orchestrator, so it must be cheap when there is nothing to delete.
+    async fn purge(&self, now: u64, limit: usize) -> Result<usize, StoreError>;
 
     /// The recorded terminal outcome of `command` under `idempotency_key`.
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError>;

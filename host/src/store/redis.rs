@@ -13,7 +13,11 @@
 //!   status changes (it starts, begins compensating, ends) with the saga id, the new status
 //!   and the history entries of that transition, for observers. Step-by-step detail is in
 //!   the history.
-//! - `<p>:outcome:<command>:<key>`: a recorded terminal outcome (JSON), written with `SET NX`.
+//! - `<p>:outcomes:<saga>`: hash of the saga's recorded terminal outcomes (JSON), field
+//!   `<command> <idempotency key>`, written with `HSETNX` (the first record wins).
+//! - `<p>:expiry`: sorted set of finished sagas scored by `expires_at`, for
+//!   [`SagaStore::purge`]. A finished saga's hash, history and outcomes also get that time as
+//!   their Redis expiry (`PEXPIREAT`), so Redis frees them even if no host purges.
 //!
 //! # Atomic transitions, and the outbox
 //!
@@ -42,8 +46,9 @@ use crate::protocol::Outcome;
 /// the lifecycle stream length (0: none), the number of transitions, then for each: mode
 /// (`c` create, `u` update), id, record, expected revision, new revision, status, creation
 /// time, timer due time (`''`: none), the saga's key, its history key, the key of its new
-/// status' index, the number of history entries and the entries, the number of commands and
-/// (stream, event) pairs. Keys are built by the caller: string work is cheaper in Rust than
+/// status' index, when it expires (`''`: never, or not finished), its outcomes key, the
+/// number of history entries and the entries, the number of commands and (stream, event)
+/// pairs. Keys are built by the caller: string work is cheaper in Rust than
 /// in Lua, and this script runs for every step of every saga.
 ///
 /// Returns one value per transition: for an update 1 (done), 0 (revision conflict) or -1
@@ -58,8 +63,9 @@ for t = 1, n do
   local mode, id, data, expected, rev, status, created, due, key, history_key, status_key =
     ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7],
     ARGV[i+8], ARGV[i+9], ARGV[i+10]
-  local nh = tonumber(ARGV[i+11])
-  local h0 = i + 12
+  local expires, outcomes_key = ARGV[i+11], ARGV[i+12]
+  local nh = tonumber(ARGV[i+13])
+  local h0 = i + 14
   local nc = tonumber(ARGV[h0 + nh])
   local c0 = h0 + nh + 1
   i = c0 + 2 * nc
@@ -88,6 +94,12 @@ for t = 1, n do
     if old_status ~= status then
       if old_status then redis.call('ZREM', p .. ':status:' .. old_status, id) end
       redis.call('ZADD', status_key, created, id)
+      if expires ~= '' then
+        redis.call('ZADD', p .. ':expiry', expires, id)
+        redis.call('PEXPIREAT', key, expires)
+        redis.call('PEXPIREAT', history_key, expires)
+        redis.call('PEXPIREAT', outcomes_key, expires)
+      end
       if maxlen > 0 then
         local entries = {}
         for h = 0, nh - 1 do entries[h + 1] = ARGV[h0 + h] end
@@ -122,6 +134,45 @@ end
 return redis.call('ZRANGEBYSCORE', key, '(' .. after_due, before, 'WITHSCORES', 'LIMIT', 0, limit)
 "#;
 
+/// Deletes up to ARGV[3] sagas (of prefix ARGV[1]) whose expiry (ARGV[2], ms) has come: their
+/// hash, history and outcomes, and their entries in every index. Returns how many.
+const PURGE: &str = r#"
+local p, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', p .. ':expiry', '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do
+  redis.call('DEL', p .. ':saga:' .. id, p .. ':history:' .. id, p .. ':outcomes:' .. id)
+  redis.call('ZREM', p .. ':all', id)
+  redis.call('ZREM', p .. ':timers', id)
+  redis.call('ZREM', p .. ':expiry', id)
+  for _, s in ipairs({'completed', 'compensated', 'failed', 'running', 'compensating'}) do
+    redis.call('ZREM', p .. ':status:' .. s, id)
+  end
+end
+return #ids
+"#;
+
+/// Records outcomes, the first record of each winning: ARGV[1] the lifetime (ms) of records
+/// whose saga is not in this store, then (hash, field, outcome, saga key) for each. A record
+/// lives as long as its saga: its hash takes the saga's expiry (none while it runs).
+const RECORD: &str = r#"
+local orphan_ttl = ARGV[1]
+for i = 2, #ARGV, 4 do
+  local hash, field, data, saga_key = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
+  redis.call('HSETNX', hash, field, data)
+  local ttl = redis.call('PTTL', saga_key)
+  if ttl > 0 then
+    redis.call('PEXPIRE', hash, ttl)
+  elseif ttl == -2 and redis.call('PTTL', hash) == -1 then
+    redis.call('PEXPIRE', hash, orphan_ttl)
+  end
+end
+return 0
+"#;
+
+/// How long an outcome record is kept when this store holds no saga for it (the saga was
+/// deleted, or the command came from another deployment): long past any redelivery.
+pub const ORPHAN_OUTCOME_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
 /// Entries the lifecycle stream keeps (approximately: Redis trims in whole nodes).
 pub const DEFAULT_EVENTS_MAXLEN: usize = 10_000;
 
@@ -132,6 +183,10 @@ pub struct RedisStore {
     con: ConnectionManager,
     prefix: String,
     apply: Script,
+    /// The other scripts, hashed once ([`DUE_PAGE`], [`PURGE`], [`RECORD`]).
+    due_page: Script,
+    purge: Script,
+    record: Script,
     /// Whether the script appends commands to their streams (the Streams transport).
     outbox: bool,
     /// "Redis at redis://host:port", password redacted, for messages.
@@ -164,6 +219,9 @@ impl RedisStore {
             con,
             prefix: prefix.to_owned(),
             apply: Script::new(APPLY),
+            due_page: Script::new(DUE_PAGE),
+            purge: Script::new(PURGE),
+            record: Script::new(RECORD),
             outbox: false,
             location: format!("Redis at {}", redact(url)),
             events_maxlen: DEFAULT_EVENTS_MAXLEN,
@@ -193,8 +251,14 @@ impl RedisStore {
         format!("{}:saga:{id}", self.prefix)
     }
 
-    fn outcome_key(&self, command: &str, key: &str) -> String {
-        format!("{}:outcome:{command}:{key}", self.prefix)
+    /// The hash of a saga's outcome records.
+    fn outcomes_key(&self, saga: &str) -> String {
+        format!("{}:outcomes:{saga}", self.prefix)
+    }
+
+    /// Where the outcome of `command` under `key` is kept: (hash, field).
+    fn outcome_slot(&self, command: &str, key: &str) -> (String, String) {
+        (self.outcomes_key(super::saga_of(key)), format!("{command} {key}"))
     }
 
     /// Run [`APPLY`] over `(mode, transition)` pairs.
@@ -223,6 +287,8 @@ impl RedisStore {
                 .arg(self.saga_key(&saga.id))
                 .arg(format!("{p}:history:{}", saga.id))
                 .arg(format!("{p}:status:{}", saga.status.as_str()))
+                .arg(saga.expires_at.map(|at| at.to_string()).unwrap_or_default())
+                .arg(self.outcomes_key(&saga.id))
                 .arg(t.history.len());
             for entry in &t.history {
                 invocation.arg(serde_json::to_string(entry).map_err(|e| self.unavailable(e))?);
@@ -335,7 +401,8 @@ impl SagaStore for RedisStore {
     ) -> Result<Vec<(u64, String)>, StoreError> {
         let key = format!("{}:timers", self.prefix);
         let (after_due, after_id) = after.map_or((0, ""), |(d, id)| (d, id));
-        let page: Vec<(String, u64)> = Script::new(DUE_PAGE)
+        let page: Vec<(String, u64)> = self
+            .due_page
             .key(key)
             .arg(after_id)
             .arg(after_due)
@@ -347,20 +414,33 @@ impl SagaStore for RedisStore {
         Ok(page.into_iter().filter(|(_, due)| *due <= before).map(|(id, due)| (due, id)).collect())
     }
 
+    async fn purge(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let purged: usize = self
+            .purge
+            .arg(&self.prefix)
+            .arg(now)
+            .arg(limit)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(purged)
+    }
+
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError> {
-        let data: Option<String> =
-            self.con.clone().get(self.outcome_key(command, idempotency_key)).await.map_err(|e| self.unavailable(e))?;
-        data.map(|d| decode(&d)).transpose()
+        Ok(self.outcomes(&[(command, idempotency_key)]).await?.pop().flatten())
     }
 
     async fn outcomes(&self, keys: &[(&str, &str)]) -> Result<Vec<Option<Outcome>>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let names: Vec<String> = keys.iter().map(|(c, k)| self.outcome_key(c, k)).collect();
-        // MGET answers a list even for one key.
+        let mut pipe = redis::pipe();
+        for (command, key) in keys {
+            let (hash, field) = self.outcome_slot(command, key);
+            pipe.hget(hash, field);
+        }
         let data: Vec<Option<String>> =
-            redis::cmd("MGET").arg(&names).query_async(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))?;
+            pipe.query_async(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))?;
         data.into_iter().map(|d| d.map(|d| decode(&d)).transpose()).collect()
     }
 
@@ -368,25 +448,17 @@ impl SagaStore for RedisStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        let mut invocation = self.record.prepare_invoke();
+        invocation.arg(ORPHAN_OUTCOME_TTL.as_millis() as u64);
         for (command, key, outcome) in records {
+            let (hash, field) = self.outcome_slot(command, key);
             let data = serde_json::to_string(outcome).map_err(|e| self.unavailable(e))?;
-            // NX: the first record wins.
-            pipe.cmd("SET").arg(self.outcome_key(command, key)).arg(data).arg("NX").ignore();
+            invocation.arg(hash).arg(field).arg(data).arg(self.saga_key(super::saga_of(key)));
         }
-        pipe.query_async::<()>(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))
+        invocation.invoke_async::<()>(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))
     }
 
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError> {
-        let data = serde_json::to_string(outcome).map_err(|e| self.unavailable(e))?;
-        // NX: the first record wins.
-        let _: Option<String> = redis::cmd("SET")
-            .arg(self.outcome_key(command, idempotency_key))
-            .arg(data)
-            .arg("NX")
-            .query_async(&mut self.con.clone())
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        Ok(())
+        self.record_outcomes(&[(command, idempotency_key, outcome)]).await
     }
 }

@@ -39,6 +39,18 @@
 //! - `sagas`: id -> (revision, status, record as JSON, history as a JSON array).
 //! - `by_status`: (status, id) -> (): `list` and crash recovery.
 //! - `outcomes`: (command, idempotency key) -> outcome (JSON).
+//! - `outcomes_by_saga`: (saga, command, idempotency key) -> (): a saga's outcome records, so
+//!   that they are deleted with it.
+//! - `expiry`: (expires_at, id) -> (): finished sagas by the time their retention ends.
+//!
+//! # Retention
+//!
+//! The applier files each finished saga under its `expires_at` and each outcome record under
+//! its saga. [`SagaStore::purge`] reads the expired entries and hands the writer a purge of
+//! each, which it logs like any write (`Op::Purge`): the applier deletes the saga, its history
+//! and its outcome records in log order, so a replay that brings back a saga's rows also
+//! replays their deletion. Purges never wait for a sync of their own: they ride with the next
+//! commit, as outcome records do, and a purge lost in a crash is simply read again.
 //!
 //! [redb]: https://docs.rs/redb
 
@@ -64,6 +76,15 @@ type Row = (u64, &'static str, &'static [u8], &'static [u8]);
 const SAGAS: TableDefinition<'_, &str, Row> = TableDefinition::new("sagas");
 const BY_STATUS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("by_status");
 const OUTCOMES: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("outcomes");
+const OUTCOMES_BY_SAGA: TableDefinition<'_, (&str, &str, &str), ()> = TableDefinition::new("outcomes_by_saga");
+const EXPIRY: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("expiry");
+
+/// The one field of a saga record the applier reads, to file a finished saga by its expiry.
+#[derive(serde::Deserialize)]
+struct Expiry {
+    #[serde(default)]
+    expires_at: Option<u64>,
+}
 
 /// Most writes in one group: enough to amortise the sync, few enough that one record stays
 /// small and its first caller does not wait long.
@@ -141,6 +162,9 @@ struct Shared {
     /// Set when the last handle is dropped: the applier then gives up on a failing table
     /// write instead of retrying (the log keeps it for the next open).
     stopping: std::sync::atomic::AtomicBool,
+    /// Expiry entries handed to the writer and not yet applied, so that the next purge does
+    /// not hand them over again.
+    purging: Mutex<std::collections::HashSet<(u64, String)>>,
 }
 
 impl Shared {
@@ -232,11 +256,14 @@ enum Write {
         key: String,
         outcome: Vec<u8>,
     },
+    /// Fire and forget: (id, revision, expires_at) of sagas whose retention is over.
+    Purge(Vec<(String, u64, u64)>),
 }
 
 impl Write {
+    /// Writes that may wait for a saga write to go with (see the module documentation).
     fn is_outcome(&self) -> bool {
-        matches!(self, Write::Outcome { .. })
+        matches!(self, Write::Outcome { .. } | Write::Purge(_))
     }
 }
 
@@ -320,16 +347,75 @@ fn apply_op(tx: &WriteTransaction, op: &Op) -> Result<(), StoreError> {
                     by_status.remove((old, &**id)).map_err(unavailable)?;
                 }
                 by_status.insert((*status, &**id), ()).map_err(unavailable)?;
+                // A saga reaches a terminal status once: that is when it is filed by expiry.
+                if let Some(at) = decode::<Expiry>(record)?.expires_at {
+                    tx.open_table(EXPIRY).map_err(unavailable)?.insert((at, &**id), ()).map_err(unavailable)?;
+                }
+            }
+        }
+        Op::Purge { id, revision, expires_at } => {
+            tx.open_table(EXPIRY).map_err(unavailable)?.remove((*expires_at, &**id)).map_err(unavailable)?;
+            let mut sagas = tx.open_table(SAGAS).map_err(unavailable)?;
+            let stored = sagas.get(&**id).map_err(unavailable)?.map(|v| (v.value().0, v.value().1.to_owned()));
+            match stored {
+                // A newer write of the saga came first: it is no longer what expired.
+                Some((rev, _)) if rev != *revision => return Ok(()),
+                Some((_, status)) => {
+                    sagas.remove(&**id).map_err(unavailable)?;
+                    tx.open_table(BY_STATUS)
+                        .map_err(unavailable)?
+                        .remove((status.as_str(), &**id))
+                        .map_err(unavailable)?;
+                }
+                None => {}
+            }
+            let mut by_saga = tx.open_table(OUTCOMES_BY_SAGA).map_err(unavailable)?;
+            let mine: Vec<(String, String)> = by_saga
+                .range((&**id, "", "")..=(&**id, "\u{10FFFF}", "\u{10FFFF}"))
+                .map_err(unavailable)?
+                .map(|e| e.map(|(k, _)| (k.value().1.to_owned(), k.value().2.to_owned())))
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)?;
+            let mut outcomes = tx.open_table(OUTCOMES).map_err(unavailable)?;
+            for (command, key) in &mine {
+                outcomes.remove((command.as_str(), key.as_str())).map_err(unavailable)?;
+                by_saga.remove((&**id, command.as_str(), key.as_str())).map_err(unavailable)?;
             }
         }
         Op::Outcome { command, key, outcome } => {
             let mut table = tx.open_table(OUTCOMES).map_err(unavailable)?;
             if table.get((command.as_str(), key.as_str())).map_err(unavailable)?.is_none() {
                 table.insert((command.as_str(), key.as_str()), &**outcome).map_err(unavailable)?;
+                let saga = super::saga_of(key);
+                let mut by_saga = tx.open_table(OUTCOMES_BY_SAGA).map_err(unavailable)?;
+                by_saga.insert((saga, command.as_str(), key.as_str()), ()).map_err(unavailable)?;
             }
         }
     }
     Ok(())
+}
+
+/// The expired entries of the expiry index, up to `limit`, with the revision of each saga's
+/// row, leaving out those already handed to the writer (see [`EmbeddedStore`]'s `purge`).
+fn expired(shared: &Shared, now: u64, limit: usize) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    let tx = shared.db.begin_read().map_err(unavailable)?;
+    let expiry = tx.open_table(EXPIRY).map_err(unavailable)?;
+    let sagas = tx.open_table(SAGAS).map_err(unavailable)?;
+    let purging = shared.purging.lock().expect("purging lock poisoned");
+    let mut out = Vec::new();
+    for entry in expiry.range(..=(now, "\u{10FFFF}")).map_err(unavailable)? {
+        if out.len() == limit {
+            break;
+        }
+        let (k, _) = entry.map_err(unavailable)?;
+        let (at, id) = k.value();
+        if purging.contains(&(at, id.to_owned())) {
+            continue;
+        }
+        let revision = sagas.get(id).map_err(unavailable)?.map_or(0, |v| v.value().0);
+        out.push((id.to_owned(), revision, at));
+    }
+    Ok(out)
 }
 
 impl EmbeddedStore {
@@ -353,6 +439,8 @@ impl EmbeddedStore {
         tx.open_table(SAGAS).with_context(layout)?;
         tx.open_table(BY_STATUS).with_context(layout)?;
         tx.open_table(OUTCOMES).with_context(layout)?;
+        tx.open_table(OUTCOMES_BY_SAGA).with_context(layout)?;
+        tx.open_table(EXPIRY).with_context(layout)?;
         tx.commit()?;
 
         let wal_dir = dir.join("wal");
@@ -380,6 +468,7 @@ impl EmbeddedStore {
             applied: AtomicU64::new(next_seq - 1),
             failed: Mutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            purging: Mutex::new(std::collections::HashSet::new()),
         });
         let (writer, queue) = mpsc::channel();
         let (apply_tx, apply_rx) = mpsc::sync_channel(APPLY_QUEUE);
@@ -641,6 +730,12 @@ fn commit_group(shared: &Shared, wal: &mut Wal, group: Vec<Write>) -> Option<Rec
                 }
                 Answer::Recorded
             }
+            Write::Purge(expired) => {
+                for (id, revision, expires_at) in expired {
+                    ops.push(Op::Purge { id: id.as_str().into(), revision: *revision, expires_at: *expires_at });
+                }
+                Answer::Recorded
+            }
         });
         let ok = match answers.last() {
             Some(Answer::Created(r)) => r.is_ok(),
@@ -678,6 +773,13 @@ fn refuse(shared: &Shared, group: Vec<Write>, why: &str) {
                 tracing::warn!(command, key, "an outcome record was lost: a redelivery will run the command again");
                 unflushed.remove(&(command, key));
             }
+            // Read again by the next purge.
+            Write::Purge(expired) => {
+                let mut purging = shared.purging.lock().expect("purging lock poisoned");
+                for (id, _, at) in expired {
+                    purging.remove(&(at, id));
+                }
+            }
         }
     }
 }
@@ -705,6 +807,8 @@ fn publish(shared: &Shared, record: &Record, group: Vec<Write>, answers: Vec<Ans
                 Op::Outcome { command, key, outcome } => {
                     overlay.outcomes.insert((command.clone(), key.clone()), (record.seq, outcome.clone()));
                 }
+                // Readers see the saga until the applier has deleted it: a moment longer.
+                Op::Purge { .. } => {}
             }
         }
         // The sagas move into the cache: the writes are done with them.
@@ -727,6 +831,7 @@ fn publish(shared: &Shared, record: &Record, group: Vec<Write>, answers: Vec<Ans
                     replies.push(Reply::Committed(tx, r));
                 }
                 (Write::Outcome { command, key, .. }, Answer::Recorded) => recorded.push((command, key)),
+                (Write::Purge(_), Answer::Recorded) => {}
                 _ => unreachable!("one answer per write, in order"),
             }
         }
@@ -802,6 +907,9 @@ fn apply_loop(shared: &Shared, rx: &mpsc::Receiver<Record>) {
                         if overlay.outcomes.get(&pair).is_some_and(|(seq, _)| *seq <= last) {
                             overlay.outcomes.remove(&pair);
                         }
+                    }
+                    Op::Purge { id, expires_at, .. } => {
+                        shared.purging.lock().expect("purging lock poisoned").remove(&(*expires_at, id.to_string()));
                     }
                 }
             }
@@ -932,6 +1040,23 @@ impl SagaStore for EmbeddedStore {
             unfinished.extend(self.list(Some(status), usize::MAX).await?);
         }
         Ok(due(&mut unfinished.iter()))
+    }
+
+    async fn purge(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let shared = self.inner.shared.clone();
+        let expired =
+            tokio::task::spawn_blocking(move || expired(&shared, now, limit)).await.map_err(unavailable)??;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let n = expired.len();
+        self.shared()
+            .purging
+            .lock()
+            .expect("purging lock poisoned")
+            .extend(expired.iter().map(|(id, _, at)| (*at, id.clone())));
+        self.send(Write::Purge(expired))?;
+        Ok(n)
     }
 
     async fn outcome(&self, command: &str, idempotency_key: &str) -> Result<Option<Outcome>, StoreError> {

@@ -43,6 +43,10 @@ pub enum Op {
     Row { id: Arc<str>, revision: u64, status: &'static str, record: Arc<[u8]>, history: Arc<[u8]> },
     /// An outcome record, kept unless one exists for the same (command, key).
     Outcome { command: String, key: String, outcome: Arc<[u8]> },
+    /// A finished saga's retention is over: delete it (with its history and outcome records)
+    /// if its row is still at `revision`, and its entry `(expires_at, id)` in the expiry
+    /// index in any case. In the log, so that a replay deletes what it brings back.
+    Purge { id: Arc<str>, revision: u64, expires_at: u64 },
 }
 
 /// What a record holds: its sequence number and its ops.
@@ -77,6 +81,12 @@ pub fn encode(record: &Record) -> Vec<u8> {
                 put(&mut body, command.as_bytes());
                 put(&mut body, key.as_bytes());
                 put(&mut body, outcome);
+            }
+            Op::Purge { id, revision, expires_at } => {
+                body.push(3);
+                put(&mut body, id.as_bytes());
+                body.extend_from_slice(&revision.to_le_bytes());
+                body.extend_from_slice(&expires_at.to_le_bytes());
             }
         }
     }
@@ -143,6 +153,7 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
                 Op::Row { id, revision, status, record, history }
             }
             2 => Op::Outcome { command: c.string()?, key: c.string()?, outcome: c.bytes()?.into() },
+            3 => Op::Purge { id: c.string()?.into(), revision: c.u64()?, expires_at: c.u64()? },
             tag => return Err(format!("unknown op {tag}")),
         });
     }
@@ -394,12 +405,17 @@ mod tests {
         Op::Outcome { command: "c.x".into(), key: key.into(), outcome: b"{\"ok\":1}".as_slice().into() }
     }
 
+    fn purge(seq: u64) -> Op {
+        Op::Purge { id: format!("old-{seq}").into(), revision: seq + 4, expires_at: 1_700_000_000_000 + seq }
+    }
+
     #[test]
     fn records_round_trip_through_segments() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::start(dir.path(), 1).unwrap();
-        let records: Vec<Record> =
-            (1..=3).map(|seq| Record { seq, ops: vec![row(&format!("s-{seq}"), seq), outcome("k")] }).collect();
+        let records: Vec<Record> = (1..=3)
+            .map(|seq| Record { seq, ops: vec![row(&format!("s-{seq}"), seq), outcome("k"), purge(seq)] })
+            .collect();
         for r in &records {
             wal.append(r).unwrap();
         }
