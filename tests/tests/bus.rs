@@ -17,8 +17,10 @@ async fn memory_bus_conforms() {
 #[tokio::test]
 async fn redis_streams_bus_conforms() {
     let prefix = baton_tests::unique_prefix("redis_streams_bus_conforms");
-    // A short visibility timeout so the redelivery check takes a second, not thirty.
-    let config = StreamsConfig { visibility_timeout: Duration::from_millis(500), block: Duration::from_millis(100) };
+    // A short visibility timeout so the redelivery check takes seconds, not thirty; not
+    // shorter, or on a loaded machine a message received and about to be acknowledged could
+    // be claimed by the other consumer of the competing-consumers check.
+    let config = StreamsConfig { visibility_timeout: Duration::from_secs(2), block: Duration::from_millis(100) };
     let bus = RedisStreamsBus::connect(&baton_tests::redis_url(), &prefix, config).await.unwrap();
     let g = Guarantees { keeps_unread: true, competing: true, redelivers: true };
     conformance::event_bus(Arc::new(bus), g).await;
