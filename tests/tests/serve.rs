@@ -493,3 +493,36 @@ async fn finished_sagas_are_deleted_after_their_retention() {
     }
     baton_tests::delete_prefix(&prefix);
 }
+
+/// `baton start` rides out a store outage: it picks the id itself and retries the 503s with
+/// backoff, so the saga starts once Redis is back, and only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_start_retries_while_the_store_is_away() {
+    let mut redis = PrivateRedis::start();
+    let mut config = redis_config("baton");
+    config.redis = Some(redis.url());
+    let server = InProcess::start(config).await;
+    redis.down();
+    let url = server.url.clone();
+    let start = std::thread::spawn(move || {
+        baton_tests::run(baton_tests::baton().args([
+            "start",
+            "order",
+            "--input",
+            &baton_tests::order(serde_json::json!({})),
+            "--server",
+            &url,
+        ]))
+    });
+    // Long enough for the host's own retries to give up at least once (a 503 reaches the CLI).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    redis.up();
+    let ran = tokio::task::spawn_blocking(move || start.join().unwrap()).await.unwrap();
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(ran.stderr.contains("trying again"), "it met a 503 and retried: {ran}");
+    let id = ran.json()["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("order-"), "the CLI chose the id: {id}");
+    let (_, list) = server.get("/v1/sagas").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "started once: {list:#}");
+    server.stop().await;
+}
