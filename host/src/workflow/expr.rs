@@ -126,13 +126,13 @@ impl Path {
 impl std::fmt::Display for Expr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Expr::Literal(Value::String(s)) => write!(f, "'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+            Expr::Literal(Value::String(s)) => write!(f, "{}", quoted(s)),
             Expr::Literal(v) => write!(f, "{v}"),
             Expr::Object(fields) => {
                 f.write_str("{ ")?;
                 for (i, (k, e)) in fields.iter().enumerate() {
                     let sep = if i + 1 < fields.len() { ", " } else { " " };
-                    write!(f, "'{k}': {e}{sep}")?;
+                    write!(f, "{}: {e}{sep}", quoted(k))?;
                 }
                 f.write_str("}")
             }
@@ -146,6 +146,11 @@ impl std::fmt::Display for Expr {
             Expr::Path(p) => write!(f, "{p}"),
         }
     }
+}
+
+/// `text` in single quotes, with `\\` and `'` escaped, as [`Expr::parse`] reads it back.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 impl std::fmt::Display for Path {
@@ -419,7 +424,13 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["{ 'a': input.x[2].y, 'b': [1, 'it\\'s', null], 'c': steps.s.z }", "input", "'plain'"] {
+        for text in [
+            "{ 'a': input.x[2].y, 'b': [1, 'it\\'s', null], 'c': steps.s.z }",
+            "input",
+            "'plain'",
+            "{ \"a'b\": 1, 'a\\\\b': 2 }",
+            "[5e-72, 0.5e40, 446445111709174407370955111709505095511170954]",
+        ] {
             let e = Expr::parse(text).unwrap();
             assert_eq!(Expr::parse(&e.to_string()).unwrap(), e, "{text} -> {e}");
         }
