@@ -185,8 +185,13 @@ fn read_record(r: &mut impl Read) -> Result<Option<(Record, u64)>, Bad> {
     if len > MAX_BODY {
         return Err(Bad::Damaged { why: format!("a record claims {len} bytes"), len: u64::MAX });
     }
-    let mut body = vec![0u8; len as usize];
-    r.read_exact(&mut body).map_err(|_| Bad::Short("the record is cut short".to_owned()))?;
+    // Read what is there rather than allocating what the header claims: a torn header at the
+    // end of the log can claim up to MAX_BODY, and must not cost that much memory at startup.
+    let mut body = Vec::with_capacity((len as usize).min(1 << 20));
+    r.take(u64::from(len)).read_to_end(&mut body).map_err(|e| Bad::Short(e.to_string()))?;
+    if body.len() < len as usize {
+        return Err(Bad::Short("the record is cut short".to_owned()));
+    }
     let total = 8 + u64::from(len);
     if crc32fast::hash(&body) != crc {
         return Err(Bad::Damaged { why: "the record's checksum does not match".to_owned(), len: total });
