@@ -41,3 +41,15 @@ macro_rules! outln {
         $crate::cli::write_stdout(format_args!($($arg)*))
     };
 }
+
+/// Sleep for `delay`, or less if `shutdown` turns true first; returns whether it did. For the
+/// long-lived loops that wait out a bus or store that is away instead of giving up.
+pub(crate) async fn wait_or_stop(
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    delay: std::time::Duration,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.changed() => true,
+        _ = tokio::time::sleep(delay) => *shutdown.borrow(),
+    }
+}

@@ -142,6 +142,11 @@ async fn json_errors(method: Method, uri: Uri, response: Response) -> Response {
         _ => ApiError(status, "internal", format!("{method} {path}: {said}")),
     };
     let mut fixed = error.into_response();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was never read: the connection cannot carry another request,
+        // and a client that reused it would see its next request fail.
+        fixed.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     // Keep what the original said besides its body (an `Allow` header, for one).
     parts.headers.remove(header::CONTENT_TYPE);
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -748,8 +748,25 @@ impl Orchestrator {
     /// overdue ones) until `shutdown` turns true.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut due = self.inner.due.lock().expect("lock poisoned").take().expect("Orchestrator::run called twice");
-        let mut results = self.inner.bus.result_consumer().await?;
-        self.recover().await?;
+        // A bus or store that is away at start (a host starting while Redis restarts) is
+        // waited for, not fatal: giving up here would leave a host up whose sagas never move.
+        let mut results = loop {
+            match self.inner.bus.result_consumer().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!("cannot subscribe to results: {e}; retrying in 1s");
+                    if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        while let Err(e) = self.recover().await {
+            tracing::warn!("cannot resume unfinished sagas: {e}; retrying in 1s");
+            if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
+                return Ok(());
+            }
+        }
         let this = self.clone();
         let mut sweep_shutdown = shutdown.clone();
         let sweeper = tokio::spawn(async move {

@@ -64,7 +64,18 @@ pub async fn run(
     if commands.is_empty() {
         tracing::warn!("no plugin loaded: this worker pool has nothing to do");
     }
-    let mut consumer = bus.command_consumer(&commands).await?;
+    // A bus that is away at start is waited for (see `Orchestrator::run`).
+    let mut consumer = loop {
+        match bus.command_consumer(&commands).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!("cannot subscribe to commands: {e}; retrying in 1s");
+                if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
+                    return Ok(());
+                }
+            }
+        }
+    };
     let concurrency = config.concurrency.max(1);
     // Bounds the commands in flight. A permit is taken before a command is read, so the bus
     // keeps what we cannot run yet (where another worker may take it).
