@@ -3,11 +3,14 @@
 //! found (`crash-*`), is checked by `cargo test` without cargo-fuzz or nightly flags. Each
 //! test lists all the files that fail, not only the first. See fuzz/README.md.
 //!
-//! The bodies of the checks are copies of the targets' bodies: change both together.
+//! The checks themselves are the targets' own, in `fuzz/checks.rs`, included here.
 //!
 //! A panic is caught and reported with its file; a stack overflow aborts the whole test
 //! binary instead. To see which file did it, run with `BATON_FUZZ_CORPUS_TRACE=1` and
 //! `--nocapture`: each file is named before it is checked.
+
+#[path = "../../fuzz/checks.rs"]
+mod checks;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -56,132 +59,31 @@ fn replay(target: &str, check: impl Fn(&[u8])) {
     );
 }
 
+/// `check` on the input as text; inputs that are not UTF-8 are skipped, as the targets do.
+fn text(check: fn(&str)) -> impl Fn(&[u8]) {
+    move |data| {
+        if let Ok(text) = std::str::from_utf8(data) {
+            check(text);
+        }
+    }
+}
+
 #[test]
 fn workflow_toml_corpus() {
-    replay("workflow_toml", |data| {
-        let Ok(text) = std::str::from_utf8(data) else { return };
-        let _ = baton::workflow::parse(Path::new("fuzz.toml"), text, None);
-        let known = ["a.b".to_string()];
-        let _ = baton::workflow::parse(Path::new("fuzz.toml"), text, Some(&known));
-    });
+    replay("workflow_toml", text(checks::workflow_toml));
 }
 
 #[test]
 fn expression_corpus() {
-    use baton::workflow::expr::Expr;
-    replay("expression", |data| {
-        let Ok(text) = std::str::from_utf8(data) else { return };
-        if let Ok(e) = Expr::parse(text) {
-            let printed = e.to_string();
-            match Expr::parse(&printed) {
-                Ok(again) => assert_eq!(again, e, "Display does not round-trip: {text:?} prints as {printed:?}"),
-                Err(err) => panic!("Display does not round-trip: {text:?} prints as {printed:?}, which fails: {err}"),
-            }
-        }
-    });
+    replay("expression", text(checks::expression));
 }
 
 #[test]
 fn cloudevents_corpus() {
-    use baton::bus::cloudevents::{decode_command, decode_result, encode_command, encode_result};
-    replay("cloudevents", |data| {
-        let Ok(text) = std::str::from_utf8(data) else { return };
-        if let Ok(c) = decode_command(text) {
-            let encoded = encode_command(&c);
-            match decode_command(&encoded) {
-                Ok(again) => assert_eq!(again, c, "a command changes through encode + decode: {encoded}"),
-                Err(e) => panic!("an encoded command does not decode: {e}: {encoded}"),
-            }
-        }
-        if let Ok(r) = decode_result(text) {
-            let encoded = encode_result(&r);
-            match decode_result(&encoded) {
-                Ok(again) => assert_eq!(again, r, "a result changes through encode + decode: {encoded}"),
-                Err(e) => panic!("an encoded result does not decode: {e}: {encoded}"),
-            }
-        }
-    });
-}
-
-/// The wal_replay target's input layout (see fuzz/fuzz_targets/wal_replay.rs): byte 0 is the
-/// mode, bit 0 frames the payload's `len (u16 LE) | body` chunks as records with the right
-/// CRC, bit 1 splits the file into two segments at byte 1's share, bit 2 flips the last
-/// record's CRC.
-mod wal_input {
-    fn frame(body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(body.len() + 8);
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32(body).to_le_bytes());
-        out.extend_from_slice(body);
-        out
-    }
-
-    /// CRC-32 (IEEE), as the log computes it.
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
-    }
-
-    /// The segment files for one input: (file name, contents).
-    pub fn segments(data: &[u8]) -> Vec<(String, Vec<u8>)> {
-        let Some((&mode, payload)) = data.split_first() else { return Vec::new() };
-        let (split, payload) = match (mode & 2 != 0, payload.split_first()) {
-            (true, Some((&at, rest))) => (Some(at), rest),
-            _ => (None, payload),
-        };
-        let file = if mode & 1 == 0 {
-            payload.to_vec()
-        } else {
-            let mut out = Vec::new();
-            let mut rest = payload;
-            let mut last = 0;
-            while rest.len() >= 2 {
-                let n = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
-                if rest.len() < 2 + n {
-                    break;
-                }
-                last = out.len();
-                out.extend_from_slice(&frame(&rest[2..2 + n]));
-                rest = &rest[2 + n..];
-            }
-            if mode & 4 != 0 && !out.is_empty() {
-                out[last + 4] ^= 1;
-            }
-            out.extend_from_slice(rest);
-            out
-        };
-        match split {
-            None => vec![(format!("{:020}.wal", 1), file)],
-            Some(at) => {
-                let at = file.len() * usize::from(at) / 256;
-                vec![
-                    (format!("{:020}.wal", 1), file[..at].to_vec()),
-                    (format!("{:020}.wal", 1000), file[at..].to_vec()),
-                ]
-            }
-        }
-    }
+    replay("cloudevents", text(checks::cloudevents));
 }
 
 #[test]
 fn wal_replay_corpus() {
-    use baton::store::embedded::wal;
-    replay("wal_replay", |data| {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        for (name, bytes) in wal_input::segments(data) {
-            std::fs::write(dir.path().join(name), bytes).expect("writing a segment");
-        }
-        if let Ok(records) = wal::replay(dir.path()) {
-            match wal::replay(dir.path()) {
-                Ok(again) => assert_eq!(again, records, "replaying again gives other records"),
-                Err(e) => panic!("a log that replayed fails the second time: {e:#}"),
-            }
-        }
-    });
+    replay("wal_replay", checks::wal_replay);
 }
