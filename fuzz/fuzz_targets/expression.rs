@@ -1,5 +1,5 @@
-//! Step input expressions come from workflow files. `Expr::parse` must never panic, and its
-//! `Display` claims to print what `parse` reads back: parse(to_string(e)) == e.
+//! Expressions (CEL) come from workflow files. Parsing and evaluating one must never panic or
+//! overflow the stack, whatever the text; see `checks::expression` for what else holds.
 
 #![no_main]
 

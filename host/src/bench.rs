@@ -27,8 +27,8 @@ use serde_json::Value;
 
 use crate::bus::EventBus;
 use crate::bus::memory::MemoryBus;
+use crate::model::{Saga, SagaStatus};
 use crate::node::{Node, Parts, Role};
-use crate::orchestrator::saga::{Saga, SagaStatus};
 use crate::orchestrator::{Orchestrator, SystemClock};
 use crate::runtime::Runtime;
 use crate::runtime::worker::WorkerConfig;

@@ -12,9 +12,9 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::bus::memory::MemoryBus;
+use crate::model::SagaStatus;
 use crate::node::{Node, Parts, Role};
 use crate::orchestrator::SystemClock;
-use crate::orchestrator::saga::SagaStatus;
 use crate::runtime::worker::WorkerConfig;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::memory::MemoryStore;
@@ -82,9 +82,15 @@ pub const MAX_RETAIN: std::time::Duration = std::time::Duration::from_secs(3_650
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run one saga in this process, to its end, and print its record as JSON.
+    /// Run one saga in this process, to its end, and print it: a line per step on a
+    /// terminal, the JSON record with --json or when piped.
     ///
-    /// Exit code: 0 completed, 2 compensated, 3 failed, 1 usage or definition error.
+    /// Signals given with --signal are sent in order right after the start (a wait takes the
+    /// oldest of its name). When the saga waits for a signal with none queued and stdin is a
+    /// terminal, it asks for the payload.
+    ///
+    /// Exit code: 0 completed, 2 compensated, 3 failed, 4 stuck waiting for a signal that
+    /// cannot come, 1 usage or definition error.
     Run {
         /// The workflow's name (its `name = ...`).
         workflow: String,
@@ -94,6 +100,12 @@ pub enum Command {
         /// The saga's id (generated when absent).
         #[arg(long)]
         id: Option<String>,
+        /// A signal to send: NAME=JSON (or NAME=@FILE). Repeat it; they are queued in order.
+        #[arg(long = "signal", value_name = "NAME=JSON")]
+        signals: Vec<String>,
+        /// Print the JSON record even on a terminal.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a long-lived host: embedded (durable store on local disk) or, with --redis,
     /// distributed (store and bus in Redis, shared with other hosts).
@@ -149,15 +161,65 @@ pub enum Command {
         #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
         server: String,
     },
-    /// Show one saga of a running `baton serve`.
+    /// Show one saga of a running `baton serve`: a line per step on a terminal, the JSON
+    /// record with --json or when piped.
     Status {
+        /// The saga's id.
+        id: String,
+        /// Print the JSON record even on a terminal.
+        #[arg(long)]
+        json: bool,
+        /// The running `baton serve` to talk to.
+        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
+        server: String,
+    },
+    /// Print what happened to a saga of a running `baton serve`, oldest first.
+    History {
+        /// The saga's id.
+        id: String,
+        /// Print JSON even on a terminal.
+        #[arg(long)]
+        json: bool,
+        /// The running `baton serve` to talk to.
+        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
+        server: String,
+    },
+    /// Send a signal to a saga of a running `baton serve` (a user's reply, an approval).
+    ///
+    /// Exit code: 0 accepted, 1 refused (unknown saga, or one that has ended).
+    Signal {
+        /// The saga's id.
+        id: String,
+        /// The signal's name (what the workflow's `wait = "..."` waits for).
+        name: String,
+        /// The payload: JSON text, or @FILE [default: null].
+        #[arg(long)]
+        data: Option<String>,
+        /// The running `baton serve` to talk to.
+        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
+        server: String,
+    },
+    /// Stop a running saga of a running `baton serve` and compensate what it did.
+    Cancel {
+        /// The saga's id.
+        id: String,
+        /// Why, for the saga's history.
+        #[arg(long)]
+        reason: Option<String>,
+        /// The running `baton serve` to talk to.
+        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
+        server: String,
+    },
+    /// Try the failed compensations of a `failed` saga again, once the cause is fixed.
+    Retry {
         /// The saga's id.
         id: String,
         /// The running `baton serve` to talk to.
         #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
         server: String,
     },
-    /// List the sagas of a running `baton serve`, newest first.
+    /// List the sagas of a running `baton serve`, newest first: a table on a terminal, JSON
+    /// with --json or when piped.
     List {
         /// Only this status: running, compensating, completed, compensated or failed.
         #[arg(long)]
@@ -165,6 +227,9 @@ pub enum Command {
         /// At most this many sagas.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Print JSON even on a terminal.
+        #[arg(long)]
+        json: bool,
         /// The running `baton serve` to talk to.
         #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
         server: String,
@@ -272,7 +337,9 @@ fn init_tracing(filter: &str) {
 
 async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Run { workflow, input, id } => run(&cli, workflow, input, id.clone()).await,
+        Command::Run { workflow, input, id, signals, json } => {
+            run(&cli, workflow, input, id.clone(), signals, *json).await
+        }
         Command::Check => check(&cli).await,
         Command::Serve { redis, transport, prefix, data, listen, role, concurrency, visibility_timeout, retain } => {
             let config = crate::serve::Config {
@@ -294,18 +361,59 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(config, listen).await
         }
         Command::Start { workflow, input, id, wait, server } => start(workflow, input, id.clone(), *wait, server).await,
-        Command::Status { id, server } => {
+        Command::Status { id, json, server } => {
             let saga = client::get(server, &format!("/v1/sagas/{}", client::encode(id))).await?.0;
-            crate::outln!("{}", serde_json::to_string_pretty(&saga)?);
+            print_saga(&saga, *json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::List { status, limit, server } => {
+        Command::History { id, json, server } => {
+            let history = client::get(server, &format!("/v1/sagas/{}/history", client::encode(id))).await?.0;
+            if *json || !stdout_is_terminal() {
+                crate::outln!("{}", serde_json::to_string_pretty(&history)?);
+            } else {
+                for entry in history.as_array().into_iter().flatten() {
+                    crate::outln!("{}", crate::view::history_line(entry));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Signal { id, name, data, server } => {
+            let payload = match data {
+                Some(d) => read_json("--data", d)?,
+                None => Value::Null,
+            };
+            let path = format!("/v1/sagas/{}/signals/{}", client::encode(id), client::encode(name));
+            let saga = client::post(server, &path, &payload).await?;
+            eprintln!("signal {name:?} accepted by saga {id} (status {})", saga["status"].as_str().unwrap_or("?"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { id, reason, server } => {
+            let body = serde_json::json!({ "reason": reason.clone().unwrap_or_else(|| "cancelled with baton cancel".to_owned()) });
+            let saga = client::post(server, &format!("/v1/sagas/{}/cancel", client::encode(id)), &body).await?;
+            eprintln!("saga {id} is {}: what it did is being undone", saga["status"].as_str().unwrap_or("?"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { id, server } => {
+            let saga = client::post(server, &format!("/v1/sagas/{}/retry", client::encode(id)), &Value::Null).await?;
+            eprintln!(
+                "saga {id} is {}: its failed compensations are being tried again",
+                saga["status"].as_str().unwrap_or("?")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { status, limit, json, server } => {
             let mut path = format!("/v1/sagas?limit={limit}");
             if let Some(s) = status {
                 path.push_str(&format!("&status={}", client::encode(s)));
             }
             let (sagas, retain) = client::get(server, &path).await?;
-            crate::outln!("{}", serde_json::to_string_pretty(&sagas)?);
+            if *json || !stdout_is_terminal() {
+                crate::outln!("{}", serde_json::to_string_pretty(&sagas)?);
+            } else {
+                for line in crate::view::list_table(sagas.as_array().map_or(&[][..], |v| v)) {
+                    crate::outln!("{line}");
+                }
+            }
             if let Some(retain) = retain {
                 eprintln!("note: the server keeps finished sagas for {retain} after they end (baton serve --retain)");
             }
@@ -417,20 +525,56 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 /// `--input` as JSON: inline text, or `@path`.
 fn read_input(arg: &str) -> anyhow::Result<Value> {
+    read_json("--input", arg)
+}
+
+/// JSON text, or `@FILE`: the value of option `flag`.
+fn read_json(flag: &str, arg: &str) -> anyhow::Result<Value> {
     let (text, source) = match arg.strip_prefix('@') {
-        Some(path) => (
-            std::fs::read_to_string(path).with_context(|| format!("cannot read --input file {path}"))?,
-            path.to_owned(),
-        ),
-        None => (arg.to_owned(), "--input".to_owned()),
+        Some(path) => {
+            (std::fs::read_to_string(path).with_context(|| format!("cannot read {flag} file {path}"))?, path.to_owned())
+        }
+        None => (arg.to_owned(), flag.to_owned()),
     };
     serde_json::from_str(&text).with_context(|| {
-        format!("{source} is not valid JSON: pass a JSON object, e.g. --input '{{\"order_id\": \"o-1\"}}'")
+        format!("{source} is not valid JSON: pass a JSON value, e.g. {flag} '{{\"order_id\": \"o-1\"}}'")
     })
 }
 
-async fn run(cli: &Cli, name: &str, input: &str, id: Option<String>) -> anyhow::Result<ExitCode> {
+fn stdout_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdout())
+}
+
+/// A saga: the JSON record with `json` or when stdout is not a terminal, else a line per step.
+fn print_saga(saga: &Value, json: bool) -> anyhow::Result<()> {
+    if json || !stdout_is_terminal() {
+        crate::outln!("{}", serde_json::to_string_pretty(saga)?);
+    } else {
+        for line in crate::view::saga_lines(saga) {
+            crate::outln!("{line}");
+        }
+    }
+    Ok(())
+}
+
+/// `--signal NAME=JSON` (or `NAME=@FILE`).
+fn parse_signal(arg: &str) -> anyhow::Result<(String, Value)> {
+    let Some((name, data)) = arg.split_once('=') else {
+        bail!("--signal {arg:?}: write NAME=JSON, e.g. --signal 'message={{\"text\": \"hello\"}}'");
+    };
+    Ok((name.to_owned(), read_json(&format!("--signal {name}"), data)?))
+}
+
+async fn run(
+    cli: &Cli,
+    name: &str,
+    input: &str,
+    id: Option<String>,
+    signals: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let input = read_input(input)?;
+    let signals: Vec<(String, Value)> = signals.iter().map(|s| parse_signal(s)).collect::<anyhow::Result<_>>()?;
     let (runtime, _) = load_runtime(cli).await?;
     let (catalog, errors) = load_workflows(&cli.workflows, &runtime.command_names())?;
     let (own, others): (Vec<_>, Vec<_>) = errors.iter().partition(|e| e.workflow.as_deref() == Some(name));
@@ -460,11 +604,64 @@ async fn run(cli: &Cli, name: &str, input: &str, id: Option<String>) -> anyhow::
         retain: None,
     };
     let node = Node::start(parts, Role::All);
-    let saga = node.orchestrator.start(name, input, id).await?.saga;
-    let saga = node.orchestrator.wait(&saga.id).await?;
+    let o = node.orchestrator.clone();
+    let saga = match o.start(name, input, id).await {
+        Ok(started) => started.saga,
+        Err(e @ crate::orchestrator::StartError::InvalidInput { .. }) => {
+            node.shutdown().await?;
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for (signal, payload) in signals {
+        o.signal(&saga.id, &signal, payload).await?;
+    }
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let saga = loop {
+        let poll = tokio::time::sleep(std::time::Duration::from_millis(200));
+        let ended = tokio::select! {
+            ended = o.wait(&saga.id) => Some(ended?),
+            _ = poll => None,
+        };
+        if let Some(saga) = ended {
+            break saga;
+        }
+        let Some(now) = o.get(&saga.id).await? else { continue };
+        let Some(signal) = crate::view::stuck_on_signal(&now) else { continue };
+        if interactive {
+            let payload = ask(&signal).await?;
+            o.signal(&saga.id, &signal, payload).await?;
+        } else if !crate::view::may_still_move(&now) {
+            node.shutdown().await?;
+            print_saga(&serde_json::to_value(&now)?, json)?;
+            eprintln!(
+                "error: the saga waits for signal {signal:?}, none is queued and stdin is not a terminal: pass it with --signal {signal}=JSON, or send it to a `baton serve` with `baton signal`"
+            );
+            return Ok(ExitCode::from(4));
+        }
+    };
     node.shutdown().await?;
-    crate::outln!("{}", serde_json::to_string_pretty(&saga)?);
+    print_saga(&serde_json::to_value(&saga)?, json)?;
     Ok(exit_code(saga.status))
+}
+
+/// Ask on the terminal for the payload of `signal`: JSON, or plain text sent as
+/// `{"text": "..."}`.
+async fn ask(signal: &str) -> anyhow::Result<Value> {
+    let signal = signal.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        eprint!("signal {signal:?} > ");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            bail!("stdin closed while the saga waits for signal {signal:?}");
+        }
+        let line = line.trim();
+        Ok(serde_json::from_str(line).unwrap_or_else(|_| serde_json::json!({ "text": line })))
+    })
+    .await?
 }
 
 /// `baton run`'s exit code for a saga's final status.
@@ -587,6 +784,18 @@ mod client {
             return Err(failed(anyhow::anyhow!("{message} (HTTP {}, {code})", status.as_u16())));
         }
         Ok((body, retain))
+    }
+
+    /// POST once (a signal sent twice would be queued twice).
+    pub async fn post(server: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", server.trim_end_matches('/'));
+        let r = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        answer(server, r).await.map(|(v, _)| v).map_err(|f| f.error)
     }
 
     /// GET: the body, and the `baton-retain` header when the server sent one.

@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //!
+//! - [`model`]: the saga record, its history, ids and paths: below every other module.
 //! - [`protocol`]: the messages that travel between orchestrator and workers.
 //! - [`workflow`]: parse, validate and resolve TOML into an immutable [`workflow::Workflow`].
 //! - [`orchestrator`]: the saga state machine. [`orchestrator::decide`] is pure (saga + event
@@ -19,12 +20,13 @@
 //! - [`node`]: wiring: an orchestrator and a worker pool sharing one bus and one store.
 //! - [`serve`]: the long-lived host: built from its configuration, run on a listener until
 //!   told to stop (`baton serve`, and the tests, in process).
-//! - [`cli`]: the `baton` command line.
+//! - [`cli`]: the `baton` command line; [`view`]: how it shows sagas to a person.
 
 pub mod api;
 pub mod bench;
 pub mod bus;
 pub mod cli;
+pub mod model;
 pub mod node;
 pub mod orchestrator;
 pub mod protocol;
@@ -32,6 +34,7 @@ mod redis_conn;
 pub mod runtime;
 pub mod serve;
 pub mod store;
+pub mod view;
 pub mod workflow;
 
 /// `println!` that ends quietly when stdout's reader has gone (`baton list | head`).

@@ -5,10 +5,16 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use baton::workflow::{self, Workflow, duration};
+use baton::workflow::{self, Next, Sleep, StepKind, Workflow, duration};
 
 /// The commands the golden files may use, as if these plugins were loaded.
 const KNOWN: &[&str] = &[
+    "chat.extract",
+    "chat.say",
+    "flight.book",
+    "flight.cancel",
+    "hotel.book",
+    "hotel.cancel",
     "inventory.release",
     "inventory.reserve",
     "notification.send",
@@ -24,35 +30,88 @@ fn known() -> Vec<String> {
     k
 }
 
+fn next(n: &Next, block: &workflow::Block) -> String {
+    match n {
+        Next::Following => "following".to_owned(),
+        Next::Step(j) => block.steps[*j].name.clone(),
+        Next::End => "end".to_owned(),
+    }
+}
+
 fn dump(wf: &Workflow) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "workflow {} v{}", wf.name, wf.version);
     if let Some(d) = &wf.description {
         let _ = writeln!(out, "  description: {d}");
     }
-    for s in &wf.steps {
-        let _ = writeln!(out, "step {} (line {}): {}", s.name, s.line, s.command);
-        match &s.input {
-            Some(e) => _ = writeln!(out, "  input: {e}"),
-            None => _ = writeln!(out, "  input: the saga input"),
-        }
-        if let Some(c) = &s.compensate {
-            let _ = writeln!(out, "  compensate: {c}");
-            match &s.compensate_input {
-                Some(e) => _ = writeln!(out, "  compensate_input: {e}"),
-                None => _ = writeln!(out, "  compensate_input: the step's output"),
+    if let Some(o) = &wf.output {
+        let _ = writeln!(out, "  output: {o}");
+    }
+    if let Some(s) = &wf.input_schema {
+        let _ = writeln!(out, "  input_schema: {}", s.json());
+    }
+    for block in &wf.blocks {
+        let _ = writeln!(out, "block {}", block.name);
+        for s in &block.steps {
+            let _ = writeln!(out, "step {} (line {}): {}", s.name, s.line, s.kind.name());
+            match &s.kind {
+                StepKind::Command(c) => {
+                    let _ = writeln!(out, "  command: {}", c.command);
+                    match &c.input {
+                        Some(e) => _ = writeln!(out, "  input: {e}"),
+                        None => _ = writeln!(out, "  input: the saga input"),
+                    }
+                    if let Some(comp) = &c.compensate {
+                        let _ = writeln!(out, "  compensate: {comp}");
+                        match &c.compensate_input {
+                            Some(e) => _ = writeln!(out, "  compensate_input: {e}"),
+                            None => _ = writeln!(out, "  compensate_input: the step's output"),
+                        }
+                    }
+                    let r = &c.retry;
+                    let _ = writeln!(
+                        out,
+                        "  timeout: {}; retry: {} attempt(s), backoff {} x{} up to {}",
+                        duration::format(c.timeout),
+                        r.attempts,
+                        duration::format(r.backoff),
+                        r.multiplier,
+                        duration::format(r.max_backoff)
+                    );
+                }
+                StepKind::Choice(c) => {
+                    for (when, n) in &c.cases {
+                        let _ = writeln!(out, "  when {when} -> {}", next(n, block));
+                    }
+                    let _ = writeln!(out, "  otherwise -> {}", next(&c.otherwise, block));
+                }
+                StepKind::Parallel(p) => {
+                    let names: Vec<&str> = p.blocks.iter().map(|&b| wf.blocks[b].name.as_str()).collect();
+                    let _ = writeln!(out, "  blocks: {}", names.join(", "));
+                }
+                StepKind::ForEach(f) => {
+                    let _ = writeln!(
+                        out,
+                        "  items: {}; run: {}; concurrency: {}",
+                        f.items, wf.blocks[f.block].name, f.concurrency
+                    );
+                }
+                StepKind::Wait(w) => {
+                    let t = w.timeout.map_or_else(|| "none".to_owned(), duration::format);
+                    let _ = writeln!(out, "  signal: {}; timeout: {t}", w.signal);
+                }
+                StepKind::Sleep(Sleep::For(d)) => _ = writeln!(out, "  for: {}", duration::format(*d)),
+                StepKind::Sleep(Sleep::Until(e)) => _ = writeln!(out, "  until: {e}"),
+                StepKind::Fail(f) => _ = writeln!(out, "  code: {}; message: {}", f.code, f.message),
+            }
+            if s.next != Next::Following {
+                let _ = writeln!(out, "  next: {}", next(&s.next, block));
+            }
+            for c in &s.catch {
+                let errors = if c.errors.is_empty() { "any".to_owned() } else { c.errors.join(", ") };
+                let _ = writeln!(out, "  catch {errors} -> {}", next(&c.next, block));
             }
         }
-        let r = &s.retry;
-        let _ = writeln!(
-            out,
-            "  timeout: {}; retry: {} attempt(s), backoff {} x{} up to {}",
-            duration::format(s.timeout),
-            r.attempts,
-            duration::format(r.backoff),
-            r.multiplier,
-            duration::format(r.max_backoff)
-        );
     }
     out
 }
@@ -85,6 +144,7 @@ fn valid_workflows_resolve_as_expected() {
     let mut failures = Vec::new();
     let mut inputs = files(Path::new("tests/ui"));
     inputs.push(PathBuf::from("../workflows/order.toml"));
+    inputs.push(PathBuf::from("../workflows/booking_agent.toml"));
     for file in inputs {
         let text = std::fs::read_to_string(&file).unwrap();
         let actual = match workflow::parse(&file, &text, Some(&known())) {

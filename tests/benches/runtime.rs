@@ -2,8 +2,10 @@
 //!
 //! - `runtime/invoke_echo`: the per-command overhead of the plugin runtime: a fresh instance
 //!   from the pooling allocator, the `handle` call of `testkit.echo`, JSON in and out.
-//! - `orchestrator/decide_order_saga`: the decision function over a whole four-step saga
-//!   (start, four results), with no I/O.
+//! - `orchestrator/decide_order_saga`: the decision function over a whole four-step
+//!   sequential saga (start, four results), with no I/O.
+//! - `orchestrator/decide_order_v2_saga`: the same over the state-machine order saga
+//!   (for_each over three items, a choice, pay and ship in parallel, notify).
 //! - `wire/encode_command`, `wire/decode_command`, `wire/decode_result`: CloudEvents JSON,
 //!   as every command and result crosses a broker.
 //! - `workflow/map_input`: an input expression evaluated over a saga context (the notify
@@ -15,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use baton::orchestrator::decide::{Effect, Event, decide};
-use baton::orchestrator::saga::Saga;
+use baton::orchestrator::new_saga;
 use baton::protocol::{CommandMessage, Meta, Outcome, ResultMessage};
 use baton::runtime::{Runtime, RuntimeConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -51,18 +53,23 @@ fn invoke_echo(c: &mut Criterion) {
     });
 }
 
-fn decide_order_saga(c: &mut Criterion) {
+/// Decide a whole saga of `file`: start it, then answer every command it sends with `output`.
+fn decide_whole(c: &mut Criterion, bench: &str, file: &str, input: serde_json::Value) {
     let root = baton_tests::root();
-    let text = std::fs::read_to_string(root.join("workflows/order.toml")).unwrap();
-    let wf = baton::workflow::parse(Path::new("order.toml"), &text, None).unwrap();
-    let input = json!({"order_id": "o-1", "customer": "ada", "items": [{"sku": "A-1", "qty": 2, "price": 10.5}]});
-    let output = json!({"ok": true, "tracking_number": "TRK1"});
-    c.bench_function("orchestrator/decide_order_saga", |b| {
+    let text = std::fs::read_to_string(root.join(file)).unwrap();
+    let wf = baton::workflow::parse(Path::new(file), &text, None).unwrap();
+    let output = json!({"ok": true, "tracking_number": "TRK1", "payment_id": "p-1"});
+    c.bench_function(bench, |b| {
         b.iter(|| {
-            let mut saga = Saga::new("s".into(), &wf, input.clone(), 0);
+            let mut saga = new_saga("s".into(), &wf, input.clone(), 0);
+            let mut out: Vec<CommandMessage> = Vec::new();
             let mut d = decide(&wf, &mut saga, &Event::Start, 0);
-            for _ in 0..wf.steps.len() {
-                let Some(Effect::Dispatch(cmd)) = d.effects.into_iter().next() else { unreachable!() };
+            loop {
+                out.extend(d.effects.into_iter().filter_map(|e| match e {
+                    Effect::Dispatch(c) => Some(c),
+                    _ => None,
+                }));
+                let Some(cmd) = out.pop() else { break };
                 let r = ResultMessage { command: cmd.name, meta: cmd.meta, outcome: Outcome::Ok(output.clone()) };
                 d = decide(&wf, &mut saga, &Event::Result(r), 1);
             }
@@ -70,6 +77,15 @@ fn decide_order_saga(c: &mut Criterion) {
             saga
         })
     });
+}
+
+fn decide_order_saga(c: &mut Criterion) {
+    let input = json!({"order_id": "o-1", "customer": "ada", "items": [{"sku": "A-1", "qty": 2, "price": 10.5}]});
+    decide_whole(c, "orchestrator/decide_order_saga", "tests/workflows/order_sequential.toml", input);
+    let three = json!({"order_id": "o-1", "customer": "ada", "items": [
+        {"sku": "A-1", "qty": 2, "price": 10.5}, {"sku": "B-2", "qty": 1, "price": 3.0}, {"sku": "C-3", "qty": 5, "price": 1.0}
+    ]});
+    decide_whole(c, "orchestrator/decide_order_v2_saga", "workflows/order.toml", three);
 }
 
 fn order_command() -> CommandMessage {
@@ -115,6 +131,9 @@ fn map_input(c: &mut Criterion) {
         }
         fn step_output(&self, step: &str) -> Option<&serde_json::Value> {
             (step == "ship").then_some(&self.ship)
+        }
+        fn variable(&self, _: &str) -> Option<serde_json::Value> {
+            None
         }
     }
     let expr = Expr::parse(

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use baton::orchestrator::saga::{Cursor, HistoryEntry, HistoryEvent, Phase, Saga, SagaStatus};
+use baton::model::{HistoryEntry, HistoryEvent, Instance, Phase, Saga, SagaStatus, StepStatus, WaitOn, Waiting};
 use baton::protocol::{Failure, Outcome};
 use baton::store::{Committed, Created, SagaStore, Transition};
 use baton::workflow;
@@ -17,7 +17,37 @@ fn saga(id: &str, created_at: u64) -> Saga {
         None,
     )
     .expect("valid workflow");
-    Saga::new(id.to_owned(), &wf, json!({"n": id}), created_at)
+    baton::orchestrator::new_saga(id.to_owned(), &wf, json!({"n": id}), created_at)
+}
+
+/// `saga` waiting on one timer, due at `due`.
+fn with_timer(mut saga: Saga, due: u64) -> Saga {
+    saga.steps = vec![Instance {
+        path: "a".into(),
+        name: "a".into(),
+        kind: "command".into(),
+        block: 0,
+        status: StepStatus::Running,
+        attempts: 1,
+        command: Some("x.y".into()),
+        input: None,
+        output: None,
+        error: None,
+        started_at: saga.created_at,
+        ended_at: None,
+        seq: None,
+        compensation: None,
+        waiting: Some(Waiting {
+            on: WaitOn::Result,
+            phase: Phase::Forward,
+            attempt: 1,
+            id: format!("{}/a/forward/1", saga.id),
+            due_at: Some(due),
+            signal: None,
+        }),
+        children: Vec::new(),
+    }];
+    saga
 }
 
 /// `saga` as a freshly started one, at revision 1.
@@ -173,13 +203,7 @@ async fn history_is_appended_with_each_commit(store: &dyn SagaStore) {
 async fn timers_are_indexed_by_due_time(store: &dyn SagaStore) {
     let waiting = |id: &str, due: u64| {
         let mut t = started(id, 70);
-        t.saga.cursor = Cursor::Awaiting {
-            step: 0,
-            phase: Phase::Forward,
-            attempt: 1,
-            correlation_id: format!("{id}/a/1"),
-            deadline_at: due,
-        };
+        t.saga = with_timer(t.saga, due);
         t
     };
     for (id, due) in [("t-late", 9_000), ("t-early", 5_000), ("t-mid", 7_000)] {
@@ -201,18 +225,15 @@ async fn timers_are_indexed_by_due_time(store: &dyn SagaStore) {
     // An entry that has left the index still pages from its due time.
     assert_eq!(ids(store.due_timers(Some((6_000, "gone")), 10_000, 10).await.unwrap()), ["t-mid", "t-mid2", "t-late"]);
     let s = store.load("t-mid2").await.unwrap().unwrap();
-    let mut done = next(&s, SagaStatus::Completed);
-    done.saga.cursor = Cursor::Done;
+    let done = next(&s, SagaStatus::Completed);
     assert_eq!(commit_one(store, &done).await, Committed::Ok);
-    // A new cursor moves the timer; a finished saga has none.
+    // A new timer moves the index; a finished saga has none.
     let s = store.load("t-early").await.unwrap().unwrap();
     let mut moved = next(&s, SagaStatus::Running);
-    moved.saga.cursor =
-        Cursor::Backoff { step: 0, phase: Phase::Forward, attempt: 1, correlation_id: "c".into(), due_at: 8_000 };
+    moved.saga = with_timer(moved.saga, 8_000);
     assert_eq!(commit_one(store, &moved).await, Committed::Ok);
     let s = store.load("t-mid").await.unwrap().unwrap();
-    let mut done = next(&s, SagaStatus::Completed);
-    done.saga.cursor = Cursor::Done;
+    let done = next(&s, SagaStatus::Completed);
     assert_eq!(commit_one(store, &done).await, Committed::Ok);
     assert_eq!(ids(store.due_timers(None, 10_000, 10).await.unwrap()), ["t-early", "t-late"]);
 }
@@ -228,6 +249,13 @@ async fn outcomes_first_record_wins(store: &dyn SagaStore) {
     assert_eq!(store.outcome("pay.charge", "k").await.unwrap(), Some(ok));
     // Keyed by command and key together.
     assert_eq!(store.outcome("pay.refund", "k").await.unwrap(), None);
+    // Forgotten (an operator's retry), the key takes a new record.
+    store.forget_outcomes(&[("pay.charge", "k"), ("never.recorded", "k")]).await.unwrap();
+    assert_eq!(store.outcome("pay.charge", "k").await.unwrap(), None);
+    let again = Outcome::Ok(json!({"payment_id": "p-2"}));
+    store.record_outcome("pay.charge", "k", &again).await.unwrap();
+    store.create(&started("flush-2", 81)).await.unwrap();
+    assert_eq!(store.outcome("pay.charge", "k").await.unwrap(), Some(again));
 }
 
 /// Purge until `expected` sagas are gone (a store may index what it wrote a moment later,
@@ -258,7 +286,6 @@ async fn retention_deletes_finished_sagas_with_their_outcomes(store: &dyn SagaSt
         store.create(&t).await.unwrap();
         store.record_outcome("x.y", &format!("{id}/a/forward"), &Outcome::Ok(json!(id))).await.unwrap();
         let mut done = next(&t.saga, SagaStatus::Completed);
-        done.saga.cursor = Cursor::Done;
         done.saga.expires_at = expires_at;
         assert_eq!(commit_one(store, &done).await, Committed::Ok);
     };

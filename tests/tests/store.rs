@@ -82,7 +82,7 @@ async fn redis_store_commits_commands_with_the_transition() {
         None,
     )
     .unwrap();
-    let mut saga = baton::orchestrator::saga::Saga::new("ob-1".into(), &wf, serde_json::json!({"n": 1}), 1);
+    let mut saga = baton::orchestrator::new_saga("ob-1".into(), &wf, serde_json::json!({"n": 1}), 1);
     let decision = baton::orchestrator::decide(&wf, &mut saga, &baton::orchestrator::Event::Start, 1);
     let commands: Vec<_> = decision
         .effects

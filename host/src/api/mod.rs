@@ -6,6 +6,9 @@
 //! | `GET /v1/sagas/{id}[?wait=SECS]` | the saga; with `wait`, hold the answer until it ends (or the time is up) |
 //! | `GET /v1/sagas/{id}/history` | what happened to the saga, oldest first: every dispatch, result, retry and the end |
 //! | `GET /v1/sagas[?status=S&limit=N]` | sagas, newest first; the `baton-retain` header says how long finished ones are kept |
+//! | `POST /v1/sagas/{id}/signals/{name}` (body: the JSON payload) | send a signal: 202 and the saga; 404 for an unknown saga, 409 for one that has ended |
+//! | `POST /v1/sagas/{id}/cancel` `{"reason"?}` | stop a running saga and compensate what it did: 202; 409 unless it is running |
+//! | `POST /v1/sagas/{id}/retry` | try a `failed` saga's failed compensations again: 202; 409 unless it is failed |
 //! | `GET /healthz` | 200 when the host is up (worker-only hosts serve this alone) |
 //!
 //! Every error, whatever produced it (a handler, an extractor, the body limit, an unknown
@@ -21,12 +24,12 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::orchestrator::saga::SagaStatus;
-use crate::orchestrator::{Orchestrator, StartError};
+use crate::model::SagaStatus;
+use crate::orchestrator::{ControlError, Orchestrator, StartError};
 use crate::store::StoreError;
 
 /// Longest a `GET ?wait=` may hold a request.
@@ -80,6 +83,9 @@ pub fn router(orchestrator: Orchestrator) -> Router {
         .route("/v1/sagas", get(list).post(start))
         .route("/v1/sagas/{id}", get(get_one))
         .route("/v1/sagas/{id}/history", get(history))
+        .route("/v1/sagas/{id}/signals/{name}", post(signal))
+        .route("/v1/sagas/{id}/cancel", post(cancel))
+        .route("/v1/sagas/{id}/retry", post(retry))
         .with_state(orchestrator)
         .route("/healthz", get(healthz));
     with_json_errors(routes)
@@ -108,7 +114,7 @@ async fn unknown_route(method: Method, uri: Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "unknown_route",
         format!(
-            "no route {method} {}: the API is POST/GET /v1/sagas, GET /v1/sagas/{{id}}, GET /v1/sagas/{{id}}/history and GET /healthz",
+            "no route {method} {}: the API is POST/GET /v1/sagas, GET /v1/sagas/{{id}}, GET /v1/sagas/{{id}}/history, POST /v1/sagas/{{id}}/signals/{{name}}, POST /v1/sagas/{{id}}/cancel, POST /v1/sagas/{{id}}/retry and GET /healthz",
             uri.path()
         ),
     )
@@ -206,6 +212,9 @@ async fn start(State(o): State<Orchestrator>, body: Bytes) -> Result<Response, A
             Err(ApiError(StatusCode::NOT_FOUND, "unknown_workflow", e.to_string()))
         }
         Err(e @ StartError::IdTaken { .. }) => Err(ApiError(StatusCode::CONFLICT, "id_taken", e.to_string())),
+        Err(e @ StartError::InvalidInput { .. }) => {
+            Err(ApiError(StatusCode::BAD_REQUEST, "invalid_input", e.to_string()))
+        }
         Err(StartError::Store(e)) => Err(e.into()),
     }
 }
@@ -277,4 +286,79 @@ async fn list(State(o): State<Orchestrator>, Query(q): Query<ListQuery>) -> Resu
         response.headers_mut().insert(RETAIN_HEADER, v);
     }
     Ok(response)
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            ControlError::Conflict { .. } => ApiError(StatusCode::CONFLICT, "saga_state", e.to_string()),
+            ControlError::NoWorkflow { .. } => {
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, "workflow_not_loaded", e.to_string())
+            }
+            ControlError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Most bytes of a signal name.
+const MAX_SIGNAL_NAME: usize = 100;
+
+async fn signal(
+    State(o): State<Orchestrator>,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if name.is_empty()
+        || name.len() > MAX_SIGNAL_NAME
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "invalid_signal",
+            format!("{name:?} is not a signal name: 1 to {MAX_SIGNAL_NAME} letters, digits, '.', '_' and '-'"),
+        ));
+    }
+    let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("the body is the signal's payload and must be JSON: {e}"),
+            )
+        })?
+    };
+    let saga = o.signal(&id, &name, payload).await?;
+    Ok((StatusCode::ACCEPTED, Json(saga)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CancelRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn cancel(State(o): State<Orchestrator>, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let req: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("the body, if any, must be JSON like {{\"reason\": \"...\"}}: {e}"),
+            )
+        })?
+    };
+    let reason = req.reason.unwrap_or_else(|| "cancelled by an operator".to_owned());
+    let saga = o.cancel(&id, &reason).await?;
+    Ok((StatusCode::ACCEPTED, Json(saga)).into_response())
+}
+
+async fn retry(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let saga = o.retry(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(saga)).into_response())
 }

@@ -1,8 +1,9 @@
 //! The saga state machine.
 //!
-//! - [`saga`]: the saga record and its history entries.
-//! - [`decide`]: the pure decision function (saga + event + now -> new saga + effects).
-//! - [`timers`]: step deadlines and retry backoffs, in process.
+//! - [`decide`]: the pure decision function (saga + event + now -> new saga + effects), and
+//!   what every step kind shares; [`steps`]: one file per step kind.
+//! - [`timers`]: deadlines, backoffs, wait timeouts and sleeps, in process.
+//! - The saga record itself is [`crate::model`]'s.
 //! - [`Orchestrator`] (this file): applies decisions. It loads sagas from the [`SagaStore`],
 //!   decides, commits each change with its commands and history as one [`Transition`]
 //!   (optimistic concurrency: on a conflict it reloads and decides again), then carries out
@@ -15,8 +16,12 @@
 //! for a batch of hundreds of results, not three per result.
 
 pub mod decide;
-pub mod saga;
+pub mod steps;
 pub mod timers;
+
+/// The saga record, where it lived before [`crate::model`]: kept so that code written against
+/// `orchestrator::saga` keeps compiling.
+pub use crate::model as saga;
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -28,8 +33,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use decide::{Decision, Effect, Event, decide, pending_command, pending_timer};
-use saga::{HistoryEntry, Saga, SagaStatus};
+pub use crate::model::digest;
+use crate::model::{HistoryEntry, Saga, SagaStatus};
+pub use decide::{Decision, Effect, Event, decide, new_saga, pending_commands, pending_timers};
 use timers::Timers;
 
 use crate::bus::EventBus;
@@ -89,6 +95,25 @@ pub enum StartError {
         requested_workflow: String,
         requested_digest: String,
     },
+    /// The input does not fit the workflow's `input_schema`.
+    #[error("the input does not fit workflow {workflow:?}'s input_schema: {}", violations.join("; "))]
+    InvalidInput { workflow: String, violations: Vec<String> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a signal, a cancel or a retry was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no saga with id {0:?}")]
+    NotFound(String),
+    /// The saga is not in a state that takes this request (it has ended, say).
+    #[error("saga {id:?} is {status}: {message}")]
+    Conflict { id: String, status: SagaStatus, message: String },
+    #[error(
+        "saga {id:?} runs workflow {workflow:?}, which is not loaded on this host: send the request to a host that has it"
+    )]
+    NoWorkflow { id: String, workflow: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -102,46 +127,6 @@ pub struct Started {
 
 /// How long [`Orchestrator::start`] keeps trying a store that answers with a retryable error.
 pub const START_RETRY_BUDGET: Duration = Duration::from_secs(5);
-
-/// `sha256:` and the first 16 hex digits of the SHA-256 of `value` as canonical JSON (object
-/// keys sorted), so the same input written in another key order has the same digest.
-pub fn digest(value: &Value) -> String {
-    use sha2::{Digest as _, Sha256};
-    fn canonical(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    canonical(&map[k], out);
-                }
-                out.push('}');
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    canonical(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut text = String::new();
-    canonical(value, &mut text);
-    let hash = Sha256::digest(text.as_bytes());
-    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
 
 /// Run `op` until it succeeds, fails permanently, or `budget` is spent on retryable errors
 /// (50 ms, doubling, up to 1 s apart).
@@ -226,10 +211,10 @@ struct Inner {
     retain: Option<Duration>,
 }
 
-/// A decided change, ready to commit, and the timer the saga waits on after it.
+/// A decided change, ready to commit, and the timers the saga waits on after it.
 struct Change {
     transition: Transition,
-    timer: Option<(u64, Event)>,
+    timers: Vec<(u64, Event)>,
 }
 
 impl Change {
@@ -237,7 +222,7 @@ impl Change {
     /// connection dropped after the write), tells "it landed" from "it did not".
     fn landed_as(&self, stored: &Saga) -> bool {
         let ours = &self.transition.saga;
-        stored.revision == ours.revision && stored.cursor == ours.cursor && stored.status == ours.status
+        stored.revision == ours.revision && stored.updated_at == ours.updated_at && stored == ours
     }
 }
 
@@ -304,12 +289,18 @@ impl Orchestrator {
             name: workflow.to_owned(),
             known: inner.workflows.names().join(", "),
         })?;
+        if let Some(schema) = &wf.input_schema {
+            let violations = schema.violations(&input);
+            if !violations.is_empty() {
+                return Err(StartError::InvalidInput { workflow: workflow.to_owned(), violations });
+            }
+        }
         let now = inner.clock.now_ms();
         let id = id.unwrap_or_else(|| {
             let seq = inner.sequence.fetch_add(1, Ordering::Relaxed);
             format!("{workflow}-{now:x}-{:06x}{seq:x}", inner.salt & 0xff_ffff)
         });
-        let saga = Saga::new(id.clone(), wf, input, now);
+        let saga = new_saga(id.clone(), wf, input, now);
         let Decided::Change(change) = self.decide_all(saga, &[&Event::Start]) else {
             unreachable!("a new saga of a loaded workflow always starts")
         };
@@ -343,6 +334,101 @@ impl Orchestrator {
         let saga = change.transition.saga.clone();
         self.after_commit(vec![*change]).await;
         Ok(Started { saga, created: true })
+    }
+
+    /// Send a signal to a saga: a wait that waits for it takes it, or the saga's inbox keeps
+    /// it until one does. Durable once this returns: it is in the same commit as the saga.
+    /// Refused for a saga that has ended (nothing would ever read it).
+    pub async fn signal(&self, id: &str, name: &str, payload: Value) -> Result<Saga, ControlError> {
+        let event = Event::Signal { name: name.to_owned(), payload };
+        self.control(id, &event, |s| {
+            if s.status.is_terminal() {
+                Err("it has ended, so nothing would ever read the signal".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Stop a running saga: what runs is stopped, and what completed (and any command whose
+    /// result is still out) is compensated, in reverse order. The saga ends `compensated`
+    /// (or `failed` if a compensation fails) with error code `cancelled`.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<Saga, ControlError> {
+        let event = Event::Cancel { reason: reason.to_owned() };
+        self.control(id, &event, |s| match s.status {
+            SagaStatus::Running => Ok(()),
+            SagaStatus::Compensating => Err("it is already compensating".to_owned()),
+            _ => Err("it has ended".to_owned()),
+        })
+        .await
+    }
+
+    /// Try the failed compensations of a `failed` saga again (same idempotency keys), once an
+    /// operator has fixed what made them fail.
+    pub async fn retry(&self, id: &str) -> Result<Saga, ControlError> {
+        // The compensations to try again failed for good, so their failures are recorded under
+        // their idempotency keys: forget them, or the workers would answer from the record.
+        if let Some(saga) = self.inner.store.load(id).await?
+            && saga.status == SagaStatus::Failed
+        {
+            let keys: Vec<(String, String)> = saga
+                .steps
+                .iter()
+                .filter_map(|s| {
+                    let c = s.compensation.as_ref().filter(|c| c.status == crate::model::StepStatus::Failed)?;
+                    Some((
+                        c.command.clone(),
+                        crate::model::idempotency_key(&saga.id, &s.path, crate::model::Phase::Compensate),
+                    ))
+                })
+                .collect();
+            let refs: Vec<(&str, &str)> = keys.iter().map(|(c, k)| (c.as_str(), k.as_str())).collect();
+            self.inner.store.forget_outcomes(&refs).await?;
+        }
+        self.control(id, &Event::Retry, |s| match s.status {
+            SagaStatus::Failed => Ok(()),
+            _ => Err("only a failed saga (a compensation failed for good) can be retried".to_owned()),
+        })
+        .await
+    }
+
+    /// Apply an operator's or a client's event: load, check, decide, commit, carry out; again
+    /// from the load on a conflict.
+    async fn control(
+        &self,
+        id: &str,
+        event: &Event,
+        check: impl Fn(&Saga) -> Result<(), String>,
+    ) -> Result<Saga, ControlError> {
+        let store = &self.inner.store;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let saga = retry_store(START_RETRY_BUDGET, || store.load(id))
+                .await?
+                .ok_or_else(|| ControlError::NotFound(id.to_owned()))?;
+            if let Err(message) = check(&saga) {
+                return Err(ControlError::Conflict { id: id.to_owned(), status: saga.status, message });
+            }
+            let workflow = saga.workflow.clone();
+            let change = match self.decide_all(saga, &[event]) {
+                Decided::Change(change) => *change,
+                Decided::Unchanged => {
+                    let saga = store.load(id).await?.ok_or_else(|| ControlError::NotFound(id.to_owned()))?;
+                    return Ok(saga);
+                }
+                Decided::NoWorkflow => return Err(ControlError::NoWorkflow { id: id.to_owned(), workflow }),
+            };
+            match store.commit(std::slice::from_ref(&change.transition)).await?[..] {
+                [Committed::Ok] => {
+                    let saga = change.transition.saga.clone();
+                    self.after_commit(vec![change]).await;
+                    return Ok(saga);
+                }
+                [Committed::Conflict] => continue,
+                _ => return Err(ControlError::NotFound(id.to_owned())),
+            }
+        }
+        Err(StoreError::Conflict { id: id.to_owned(), expected: MAX_CONFLICT_RETRIES as u64 }.into())
     }
 
     /// The saga with this id.
@@ -418,7 +504,8 @@ impl Orchestrator {
             changed = true;
             commands.extend(d.effects.into_iter().filter_map(|e| match e {
                 Effect::Dispatch(cmd) => Some(cmd),
-                // The saga's one pending timer is read off its cursor below.
+                // The timers the saga waits on are read off the record below: the ones an
+                // earlier event of this batch scheduled may be over already.
                 Effect::Schedule { .. } => None,
             }));
             history.extend(d.history.into_iter().map(|event| HistoryEntry { at: now, revision, event }));
@@ -434,9 +521,9 @@ impl Orchestrator {
         } else {
             saga.expires_at = None;
         }
-        let timer = pending_timer(&saga);
+        let timers = if saga.status.is_terminal() { Vec::new() } else { pending_timers(&saga) };
         let transition = Transition { saga, expected_revision: expected, commands, history };
-        Decided::Change(Box::new(Change { transition, timer }))
+        Decided::Change(Box::new(Change { transition, timers }))
     }
 
     /// What follows a commit: the commands (unless the store sent them), the timers, and the
@@ -449,10 +536,7 @@ impl Orchestrator {
             for cmd in &change.transition.commands {
                 tracing::debug!(transaction_id = %saga.id, correlation_id = %cmd.meta.correlation_id, command = %cmd.name, "dispatch");
             }
-            match change.timer {
-                Some((at, event)) => inner.timers.set(&saga.id, at, event),
-                None => inner.timers.clear(&saga.id),
-            }
+            inner.timers.set(&saga.id, change.timers);
             if saga.status.is_terminal() {
                 tracing::info!(transaction_id = %saga.id, status = %saga.status, "saga finished");
                 let waiters = inner.waiting.lock().expect("waiting lock poisoned").remove(&saga.id);
@@ -581,10 +665,10 @@ impl Orchestrator {
         // The transitions go to the store as one slice and come back into their changes
         // afterwards: no copy of the saga records on this path.
         let (transitions, timers): (Vec<Transition>, Vec<_>) =
-            changes.into_iter().map(|c| (c.transition, c.timer)).unzip();
+            changes.into_iter().map(|c| (c.transition, c.timers)).unzip();
         let outcome = store.commit(&transitions).await;
         let changes: Vec<Change> =
-            transitions.into_iter().zip(timers).map(|(transition, timer)| Change { transition, timer }).collect();
+            transitions.into_iter().zip(timers).map(|(transition, timers)| Change { transition, timers }).collect();
         let results = match outcome {
             Ok(results) => results,
             Err(e) => {
@@ -667,16 +751,14 @@ impl Orchestrator {
                 tracing::error!(transaction_id = %saga.id, workflow = %saga.workflow, "cannot resume: its workflow is not loaded");
                 continue;
             };
-            if saga.cursor == saga::Cursor::Idle {
+            if !saga.is_started() {
                 let _ = self.apply_logged(&saga.id, &Event::Start).await;
                 continue;
             }
-            if resend && let Some(cmd) = pending_command(wf, saga) {
-                commands.push(cmd);
+            if resend {
+                commands.extend(pending_commands(wf, saga));
             }
-            if let Some((at, event)) = pending_timer(saga) {
-                inner.timers.set(&saga.id, at, event);
-            }
+            inner.timers.set(&saga.id, pending_timers(saga));
         }
         if !commands.is_empty()
             && let Err(e) = inner.bus.send_commands(commands).await
@@ -714,11 +796,11 @@ impl Orchestrator {
                     skipped += 1;
                     continue;
                 }
-                if let Some((at, event)) = pending_timer(&saga)
-                    && at <= before
-                {
-                    tracing::info!(transaction_id = %saga.id, "firing an overdue timer");
-                    events.push((saga.id, event));
+                for (at, event) in pending_timers(&saga) {
+                    if at <= before {
+                        tracing::info!(transaction_id = %saga.id, "firing an overdue timer");
+                        events.push((saga.id.clone(), event));
+                    }
                 }
             }
             fired += events.len();

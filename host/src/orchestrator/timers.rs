@@ -1,9 +1,11 @@
-//! The orchestrator's in-process timers: step deadlines and retry backoffs.
+//! The orchestrator's in-process timers: command deadlines, retry backoffs, wait timeouts and
+//! sleeps.
 //!
-//! A saga waits on at most one timer at a time (its cursor names it), so timers are kept by
-//! saga id: setting a saga's timer replaces the one before, and a saga that moves on without
-//! a timer clears it. Timers of steps that finished on time are never fired, and the number
-//! of timers is bounded by the number of unfinished sagas this process touched.
+//! A saga may wait on several timers at once (parallel branches, for_each iterations), and
+//! its record lists them all ([`crate::model::Saga::timers`]). Timers are kept by saga id:
+//! after each commit the saga's whole set replaces the one before, so a timer whose step
+//! moved on is dropped rather than fired, and the number of timers is bounded by what the
+//! unfinished sagas this process touched wait on.
 //!
 //! One task owns the timers: an ordered index by due time and the time of the earliest, which
 //! it sleeps until. Due timers are handed back through a channel, in batches.
@@ -20,10 +22,10 @@ use tokio::sync::mpsc;
 
 use super::{Clock, Event};
 
-/// Asks the timer task to set (or, with `None`, clear) a saga's timer.
+/// Asks the timer task to replace a saga's timers (empty: clear them).
 struct Set {
     id: String,
-    timer: Option<(u64, Event)>,
+    timers: Vec<(u64, Event)>,
 }
 
 /// A handle to the timer task. Cheap to clone; the task ends when every handle is gone.
@@ -44,14 +46,10 @@ impl Timers {
         (Timers { tx }, due_rx)
     }
 
-    /// Fire `event` for saga `id` at `at` (ms since the epoch), replacing its previous timer.
-    pub fn set(&self, id: &str, at: u64, event: Event) {
-        let _ = self.tx.send(Set { id: id.to_owned(), timer: Some((at, event)) });
-    }
-
-    /// Forget the timer of saga `id`.
-    pub fn clear(&self, id: &str) {
-        let _ = self.tx.send(Set { id: id.to_owned(), timer: None });
+    /// Fire each `event` for saga `id` at its `at` (ms since the epoch), replacing the saga's
+    /// previous timers; an empty list clears them.
+    pub fn set(&self, id: &str, timers: Vec<(u64, Event)>) {
+        let _ = self.tx.send(Set { id: id.to_owned(), timers });
     }
 }
 
@@ -60,10 +58,11 @@ impl Timers {
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 async fn run(clock: Arc<dyn Clock>, mut rx: mpsc::UnboundedReceiver<Set>, due_tx: mpsc::UnboundedSender<Due>) {
-    // (due, sequence) -> saga id; the sequence keeps timers due at the same instant apart.
-    let mut by_time: BTreeMap<(u64, u64), String> = BTreeMap::new();
-    // saga id -> its timer's key in `by_time` and its event.
-    let mut by_saga: HashMap<String, ((u64, u64), Event)> = HashMap::new();
+    // (due, sequence) -> (saga id, event); the sequence keeps timers due at the same instant
+    // apart.
+    let mut by_time: BTreeMap<(u64, u64), (String, Event)> = BTreeMap::new();
+    // saga id -> its timers' keys in `by_time`.
+    let mut by_saga: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
     let mut sequence = 0u64;
     loop {
         let sleep = match by_time.keys().next() {
@@ -75,14 +74,18 @@ async fn run(clock: Arc<dyn Clock>, mut rx: mpsc::UnboundedReceiver<Set>, due_tx
                 let Some(mut set) = set else { return };
                 // Take every request already queued before sleeping again.
                 loop {
-                    if let Some((key, _)) = by_saga.remove(&set.id) {
+                    for key in by_saga.remove(&set.id).into_iter().flatten() {
                         by_time.remove(&key);
                     }
-                    if let Some((at, event)) = set.timer {
-                        sequence += 1;
-                        let key = (at, sequence);
-                        by_time.insert(key, set.id.clone());
-                        by_saga.insert(set.id, (key, event));
+                    if !set.timers.is_empty() {
+                        let mut keys = Vec::with_capacity(set.timers.len());
+                        for (at, event) in set.timers {
+                            sequence += 1;
+                            let key = (at, sequence);
+                            by_time.insert(key, (set.id.clone(), event));
+                            keys.push(key);
+                        }
+                        by_saga.insert(set.id, keys);
                     }
                     match rx.try_recv() {
                         Ok(next) => set = next,
@@ -98,10 +101,15 @@ async fn run(clock: Arc<dyn Clock>, mut rx: mpsc::UnboundedReceiver<Set>, due_tx
             if entry.key().0 > now {
                 break;
             }
-            let id = entry.remove();
-            if let Some((_, event)) = by_saga.remove(&id) {
-                due.push((id, event));
+            let key = *entry.key();
+            let (id, event) = entry.remove();
+            if let Some(keys) = by_saga.get_mut(&id) {
+                keys.retain(|k| *k != key);
+                if keys.is_empty() {
+                    by_saga.remove(&id);
+                }
             }
+            due.push((id, event));
         }
         if !due.is_empty() && due_tx.send(due).is_err() {
             return;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{Committed, Created, SagaStore, StoreError, Transition};
-use crate::orchestrator::saga::{HistoryEntry, Saga, SagaStatus};
+use crate::model::{HistoryEntry, Saga, SagaStatus};
 use crate::protocol::Outcome;
 
 /// Everything behind one lock, so a transition (record, history, timer index) is applied as
@@ -143,6 +143,16 @@ impl SagaStore for MemoryStore {
         let state = self.state();
         let mine = state.outcomes.get(super::saga_of(idempotency_key));
         Ok(mine.and_then(|m| m.get(&(command.to_owned(), idempotency_key.to_owned()))).cloned())
+    }
+
+    async fn forget_outcomes(&self, keys: &[(&str, &str)]) -> Result<(), StoreError> {
+        let mut state = self.state();
+        for (command, key) in keys {
+            if let Some(records) = state.outcomes.get_mut(super::saga_of(key)) {
+                records.remove(&((*command).to_owned(), (*key).to_owned()));
+            }
+        }
+        Ok(())
     }
 
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError> {

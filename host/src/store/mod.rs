@@ -30,7 +30,7 @@ pub mod redis;
 
 use async_trait::async_trait;
 
-use crate::orchestrator::saga::{HistoryEntry, Saga, SagaStatus};
+use crate::model::{HistoryEntry, Saga, SagaStatus};
 use crate::protocol::{CommandMessage, Outcome};
 
 /// The saga an idempotency key belongs to: the key up to its first `/` (the whole key when
@@ -188,6 +188,11 @@ pub trait SagaStore: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    /// Forget the recorded outcomes of these (command, idempotency key) pairs, so that the
+    /// next command under the key runs again. Only for an operator's retry of a command that
+    /// failed for good once its cause is fixed: a recorded failure would otherwise answer it.
+    async fn forget_outcomes(&self, keys: &[(&str, &str)]) -> Result<(), StoreError>;
 
     /// Record a terminal outcome. The first record wins: a later one for the same key is
     /// ignored. A store may make the record durable together with the next commit rather

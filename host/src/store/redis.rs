@@ -39,7 +39,7 @@ use redis::{AsyncCommands, Script};
 
 use super::{Committed, Created, SagaStore, StoreError, Transition};
 use crate::bus::{cloudevents, redis_streams};
-use crate::orchestrator::saga::{HistoryEntry, Saga, SagaStatus};
+use crate::model::{HistoryEntry, Saga, SagaStatus};
 use crate::protocol::Outcome;
 
 /// Applies a batch of transitions. ARGV: the prefix, the `all`, `timers` and `events` keys,
@@ -456,6 +456,18 @@ impl SagaStore for RedisStore {
             invocation.arg(hash).arg(field).arg(data).arg(self.saga_key(super::saga_of(key)));
         }
         invocation.invoke_async::<()>(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn forget_outcomes(&self, keys: &[(&str, &str)]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (command, key) in keys {
+            let (hash, field) = self.outcome_slot(command, key);
+            pipe.hdel(hash, field).ignore();
+        }
+        pipe.query_async::<()>(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))
     }
 
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError> {

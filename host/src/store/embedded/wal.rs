@@ -129,7 +129,7 @@ impl<'a> Cursor<'a> {
 
 /// The statuses a row may carry, so that a decoded status is a `&'static str` again.
 fn status_name(s: &[u8]) -> Result<&'static str, String> {
-    use crate::orchestrator::saga::SagaStatus as S;
+    use crate::model::SagaStatus as S;
     [S::Running, S::Compensating, S::Completed, S::Compensated, S::Failed]
         .into_iter()
         .map(S::as_str)

@@ -1,0 +1,239 @@
+//! `command = "..."`: send a command to a worker, retry it with backoff while the policy and
+//! the failure allow, and (as the compensation log asks) send its compensation.
+//!
+//! An attempt waits on its result with a deadline (the step's timeout plus
+//! [`TIMEOUT_GRACE_MS`]); a result or timer of any other attempt is stale and changes
+//! nothing. A failed attempt that may be retried waits out a jittered backoff.
+
+use serde_json::Value;
+
+use super::super::decide::Effect;
+use super::super::decide::{
+    Ctx, SagaScope, TIMEOUT_GRACE_MS, compensation_record, complete, continue_compensation, fail, step_of,
+};
+use crate::model::{self, ErrorInfo, HistoryEvent, Phase, Saga, StepStatus, WaitOn, Waiting};
+use crate::protocol::{CommandMessage, Failure, Meta, Outcome, codes};
+use crate::workflow::{Command, StepKind, Workflow, duration};
+
+pub(crate) fn enter(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, c: &Command) {
+    let payload = match &c.input {
+        Some(e) => match super::eval(cx, saga, i, "input", e) {
+            Some(v) => v,
+            None => return,
+        },
+        None => saga.input.clone(),
+    };
+    saga.steps[i].command = Some(c.command.clone());
+    saga.steps[i].input = Some(payload);
+    dispatch(cx, saga, i, Phase::Forward, 1);
+}
+
+fn definition<'w>(wf: &'w Workflow, saga: &Saga, i: usize) -> Option<&'w Command> {
+    match &step_of(wf, saga, i)?.1.kind {
+        StepKind::Command(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// The command of attempt `attempt` of instance `i` in `phase`, from what the record holds
+/// (the payload was computed when the phase began).
+fn command_for(wf: &Workflow, saga: &Saga, i: usize, phase: Phase, attempt: u32) -> Option<CommandMessage> {
+    let def = definition(wf, saga, i)?;
+    let inst = &saga.steps[i];
+    let (name, payload) = match phase {
+        Phase::Forward => (def.command.clone(), inst.input.clone().unwrap_or(Value::Null)),
+        Phase::Compensate => {
+            let c = inst.compensation.as_ref()?;
+            (c.command.clone(), c.input.clone().unwrap_or(Value::Null))
+        }
+    };
+    let idempotency_key = model::idempotency_key(&saga.id, &inst.path, phase);
+    Some(CommandMessage {
+        name,
+        payload,
+        meta: Meta {
+            transaction_id: saga.id.clone(),
+            correlation_id: model::correlation_id(&idempotency_key, attempt),
+            idempotency_key,
+            step: inst.path.clone(),
+            attempt,
+            traceparent: None,
+        },
+        timeout_ms: def.timeout.as_millis() as u64,
+    })
+}
+
+/// The command instance `i` waits on, if it waits on one.
+pub(crate) fn pending(wf: &Workflow, saga: &Saga, i: usize) -> Option<CommandMessage> {
+    let w = saga.steps[i].waiting.as_ref().filter(|w| w.on == WaitOn::Result)?;
+    command_for(wf, saga, i, w.phase, w.attempt)
+}
+
+fn dispatch(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, phase: Phase, attempt: u32) {
+    let Some(cmd) = command_for(cx.wf, saga, i, phase, attempt) else { return };
+    // Saturating: a deadline past the end of time is a deadline that never comes, not one that
+    // wraps round to the past.
+    let deadline_at = cx.now.saturating_add(cmd.timeout_ms).saturating_add(TIMEOUT_GRACE_MS);
+    let inst = &mut saga.steps[i];
+    match phase {
+        Phase::Forward => inst.attempts = attempt,
+        Phase::Compensate => {
+            if let Some(c) = inst.compensation.as_mut() {
+                c.status = StepStatus::Running;
+                c.attempts = attempt;
+            }
+        }
+    }
+    inst.waiting = Some(Waiting {
+        on: WaitOn::Result,
+        phase,
+        attempt,
+        id: cmd.meta.correlation_id.clone(),
+        due_at: Some(deadline_at),
+        signal: None,
+    });
+    cx.out.history.push(HistoryEvent::Dispatched {
+        step: inst.path.clone(),
+        phase,
+        attempt,
+        command: cmd.name.clone(),
+    });
+    let timer = super::super::Event::Timer { id: cmd.meta.correlation_id.clone() };
+    cx.out.effects.push(Effect::Dispatch(cmd));
+    cx.out.effects.push(Effect::Schedule { at: deadline_at, event: timer });
+}
+
+/// Begin undoing instance `i` (the compensation log's latest entry).
+pub(crate) fn begin_compensation(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
+    let Some(def) = definition(cx.wf, saga, i) else {
+        // The definition no longer has the step: nothing to send; mark it and go on.
+        let c = compensation_record(saga, i, "");
+        c.status = StepStatus::Failed;
+        c.error =
+            Some(ErrorInfo { code: "unknown_step".into(), message: "the workflow no longer defines this step".into() });
+        return continue_compensation(cx, saga);
+    };
+    let command = def.compensate.clone().unwrap_or_default();
+    let input = match &def.compensate_input {
+        Some(e) => e.eval(&SagaScope { saga, run: saga.steps[i].block }),
+        // A command whose result never came (cancelled while out) gets what it was sent.
+        None => Ok(saga.steps[i].output.clone().or_else(|| saga.steps[i].input.clone()).unwrap_or(Value::Null)),
+    };
+    let now = cx.now;
+    let c = compensation_record(saga, i, &command);
+    c.started_at.get_or_insert(now);
+    match input {
+        Ok(v) => {
+            c.input = Some(v);
+            let attempt = c.attempts + 1;
+            dispatch(cx, saga, i, Phase::Compensate, attempt);
+        }
+        Err(message) => {
+            c.status = StepStatus::Failed;
+            c.ended_at = Some(now);
+            c.error =
+                Some(ErrorInfo { code: codes::INVALID_INPUT.into(), message: format!("compensate_input: {message}") });
+            continue_compensation(cx, saga);
+        }
+    }
+}
+
+/// The attempt's deadline passed without a result.
+pub(crate) fn on_deadline(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) -> bool {
+    let timeout = definition(cx.wf, saga, i).map(|d| duration::format(d.timeout)).unwrap_or_default();
+    let failure = Failure::retryable(codes::TIMEOUT, format!("no result within the step's timeout of {timeout}"));
+    on_outcome(cx, saga, i, &Outcome::Err(failure))
+}
+
+/// A retry's backoff is over: the next attempt.
+pub(crate) fn on_backoff_over(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) -> bool {
+    let Some(w) = saga.steps[i].waiting.clone() else { return false };
+    dispatch(cx, saga, i, w.phase, w.attempt + 1);
+    true
+}
+
+/// Equal jitter: half the delay fixed, half spread by a hash of the correlation id, so that
+/// sagas failing together do not retry together, and a replay computes the same delay.
+fn jittered(delay_ms: u64, correlation_id: &str) -> u64 {
+    let half = delay_ms / 2;
+    // FNV-1a: stable across processes and versions, unlike std's randomly keyed hasher.
+    let h = correlation_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    half + h % (delay_ms - half + 1)
+}
+
+/// The attempt instance `i` waits on ended with `outcome`.
+pub(crate) fn on_outcome(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, outcome: &Outcome) -> bool {
+    let Some(w) = saga.steps[i].waiting.clone() else { return false };
+    let Some(def) = definition(cx.wf, saga, i) else { return false };
+    let (phase, attempt) = (w.phase, w.attempt);
+    let path = saga.steps[i].path.clone();
+    match outcome {
+        Outcome::Ok(_) => cx.out.history.push(HistoryEvent::Succeeded { step: path.clone(), phase, attempt }),
+        Outcome::Err(f) => cx.out.history.push(HistoryEvent::Failed {
+            step: path.clone(),
+            phase,
+            attempt,
+            code: f.code.clone(),
+            message: f.message.clone(),
+            retryable: f.retryable,
+        }),
+    }
+    let now = cx.now;
+    match (outcome, phase) {
+        (Outcome::Ok(output), Phase::Forward) => complete(cx, saga, i, Some(output.clone()), None),
+        (Outcome::Ok(output), Phase::Compensate) => {
+            let inst = &mut saga.steps[i];
+            inst.waiting = None;
+            if let Some(c) = inst.compensation.as_mut() {
+                c.status = StepStatus::Completed;
+                c.output = Some(output.clone());
+                c.error = None;
+                c.ended_at = Some(now);
+            }
+            continue_compensation(cx, saga);
+        }
+        (Outcome::Err(failure), _) => {
+            let error = ErrorInfo { code: failure.code.clone(), message: failure.message.clone() };
+            let inst = &mut saga.steps[i];
+            match phase {
+                Phase::Forward => inst.error = Some(error.clone()),
+                Phase::Compensate => {
+                    if let Some(c) = inst.compensation.as_mut() {
+                        c.error = Some(error.clone());
+                    }
+                }
+            }
+            if failure.retryable && attempt < def.retry.attempts {
+                let correlation_id = w.id;
+                let due_at = now.saturating_add(jittered(def.retry.delay(attempt).as_millis() as u64, &correlation_id));
+                let id = format!("{correlation_id}/retry");
+                inst.waiting = Some(Waiting {
+                    on: WaitOn::Backoff,
+                    phase,
+                    attempt,
+                    id: id.clone(),
+                    due_at: Some(due_at),
+                    signal: None,
+                });
+                cx.out.history.push(HistoryEvent::RetryScheduled { step: path, phase, attempt: attempt + 1, due_at });
+                cx.out.effects.push(Effect::Schedule { at: due_at, event: super::super::Event::Timer { id } });
+                return true;
+            }
+            match phase {
+                Phase::Forward => fail(cx, saga, i, error, false),
+                Phase::Compensate => {
+                    inst.waiting = None;
+                    if let Some(c) = inst.compensation.as_mut() {
+                        c.status = StepStatus::Failed;
+                        c.ended_at = Some(now);
+                    }
+                    // Keep undoing what can be undone; the saga will end `failed`.
+                    continue_compensation(cx, saga);
+                }
+            }
+        }
+    }
+    true
+}
