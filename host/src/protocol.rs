@@ -125,3 +125,17 @@ pub struct ResultMessage {
     pub meta: Meta,
     pub outcome: Outcome,
 }
+
+/// A signal for a saga, sent on the bus by any process (a `baton.signal.v1` CloudEvent): the
+/// same as `POST /v1/sagas/{id}/signals/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalMessage {
+    /// The saga (`transactionid`).
+    pub saga_id: String,
+    /// The signal's name (`subject`).
+    pub name: String,
+    /// Its JSON payload (`data`).
+    pub payload: Value,
+    /// The event's id, for logs.
+    pub id: String,
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use baton::model::{HistoryEntry, HistoryEvent, Instance, Phase, Saga, SagaStatus, StepStatus, WaitOn, Waiting};
-use baton::protocol::{Failure, Outcome};
+use baton::protocol::{Failure, Outcome, SignalMessage};
 use baton::store::{Committed, Created, SagaStore, Transition};
 use baton::workflow;
 use serde_json::json;
@@ -249,6 +249,11 @@ async fn outcomes_first_record_wins(store: &dyn SagaStore) {
     assert_eq!(store.outcome("pay.charge", "k").await.unwrap(), Some(ok));
     // Keyed by command and key together.
     assert_eq!(store.outcome("pay.refund", "k").await.unwrap(), None);
+    // Definitions by content hash: the first text stays.
+    assert_eq!(store.definition("sha256:00").await.unwrap(), None);
+    store.put_definition("sha256:00", "name = \"w\"").await.unwrap();
+    store.put_definition("sha256:00", "name = \"w\"").await.unwrap();
+    assert_eq!(store.definition("sha256:00").await.unwrap().as_deref(), Some("name = \"w\""));
     // Forgotten (an operator's retry), the key takes a new record.
     store.forget_outcomes(&[("pay.charge", "k"), ("never.recorded", "k")]).await.unwrap();
     assert_eq!(store.outcome("pay.charge", "k").await.unwrap(), None);
@@ -378,6 +383,7 @@ pub struct Guarantees {
 pub async fn event_bus(bus: Arc<dyn EventBus>, g: Guarantees) {
     routes_by_command_name(bus.as_ref()).await;
     results_round_trip(bus.as_ref()).await;
+    signals_round_trip(bus.as_ref()).await;
     if g.keeps_unread {
         nothing_sent_before_a_consumer_exists_is_lost(bus.as_ref()).await;
     }
@@ -448,6 +454,20 @@ async fn results_round_trip(bus: &dyn EventBus) {
         .collect();
     bus.send_results(results.clone()).await.unwrap();
     assert_eq!(take(&mut r, 3, true).await, results);
+}
+
+async fn signals_round_trip(bus: &dyn EventBus) {
+    let mut s = bus.signal_consumer().await.unwrap();
+    let signals: Vec<SignalMessage> = (0..3)
+        .map(|n| SignalMessage {
+            saga_id: format!("s-{n}"),
+            name: "approved".into(),
+            payload: json!({"n": n, "by": "maria"}),
+            id: format!("sig-{n}"),
+        })
+        .collect();
+    bus.send_signals(signals.clone()).await.unwrap();
+    assert_eq!(take(&mut s, 3, true).await, signals);
 }
 
 async fn unacknowledged_messages_are_redelivered(bus: &dyn EventBus) {

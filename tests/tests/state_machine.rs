@@ -369,3 +369,77 @@ input = "{ 'quick': true }"
     assert_eq!(step(saga, "after")["output"], json!({"slow": {"woke": true}, "fast": {"quick": true}}));
     server.check_histories(&["par-1".to_owned()]).await;
 }
+
+/// A saga runs to its end on the definition it started with: the workflow file is edited
+/// and the host restarted while the saga waits for a signal; the saga finishes on the old
+/// definition, and a new saga runs the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_keeps_its_definition_across_an_edit_and_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let workflows = tempfile::tempdir().unwrap();
+    let file = workflows.path().join("v.toml");
+    let version = |n: u32| {
+        format!(
+            "name = \"v\"\n[[step]]\nname = \"hold\"\nwait = \"go\"\n[[step]]\nname = \"say\"\ncommand = \"testkit.echo\"\ninput = \"{{ 'version': {n} }}\"\n"
+        )
+    };
+    std::fs::write(&file, version(1)).unwrap();
+    let args = ["--data", data.path().to_str().unwrap(), "--workflows", workflows.path().to_str().unwrap()];
+    let server = Server::start(&args).await;
+    assert_eq!(server.start_saga("v", "old-1", &json!({})).await.unwrap().0, 201);
+    until_waiting(&server, "old-1", "hold").await;
+    assert_eq!(server.terminate().code(), Some(0));
+    std::fs::write(&file, version(2)).unwrap();
+    let server = Server::start(&args).await;
+    assert_eq!(server.start_saga("v", "new-1", &json!({})).await.unwrap().0, 201);
+    for id in ["old-1", "new-1"] {
+        until_waiting(&server, id, "hold").await;
+        assert_eq!(signal(&server, id, "go", &json!(null)).await.0, 202);
+    }
+    let sagas = server.wait_all(&["old-1".to_owned(), "new-1".to_owned()], Duration::from_secs(30)).await;
+    assert_eq!(sagas[0]["output"], json!({"version": 1}), "{:#}", sagas[0]);
+    assert_eq!(sagas[1]["output"], json!({"version": 2}), "{:#}", sagas[1]);
+    assert_ne!(sagas[0]["workflow_hash"], sagas[1]["workflow_hash"]);
+}
+
+/// Any process on the bus can answer a waiting saga: a `baton.signal.v1` CloudEvent written
+/// straight to Redis (a Streams entry, or a Pub/Sub message), as an outside service would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_event_on_the_bus_answers_a_waiting_saga() {
+    use redis::AsyncCommands as _;
+    for transport in [baton::serve::Transport::RedisStreams, baton::serve::Transport::RedisPubsub] {
+        let prefix = baton_tests::unique_prefix("bus_signal");
+        let workflows = tempfile::tempdir().unwrap();
+        std::fs::write(
+            workflows.path().join("w.toml"),
+            "name = \"w\"\n[[step]]\nname = \"hold\"\nwait = \"approved\"\n[[step]]\nname = \"echo\"\ncommand = \"testkit.echo\"\ninput = \"steps.hold\"\n",
+        )
+        .unwrap();
+        let mut c = redis_config(&prefix);
+        c.transport = transport;
+        c.workflows = workflows.path().to_owned();
+        let host = InProcess::start(c).await;
+        assert_eq!(host.start_saga("w", "bus-1", &json!({})).await.unwrap().0, 201);
+        until_waiting(&host, "bus-1", "hold").await;
+        let event = json!({
+            "specversion": "1.0", "type": "baton.signal.v1", "source": "manager-app", "id": "e-1",
+            "subject": "approved", "transactionid": "bus-1", "data": {"approved": true, "by": "maria"}
+        })
+        .to_string();
+        let client = redis::Client::open(baton_tests::redis_url()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        match transport {
+            baton::serve::Transport::RedisStreams => {
+                let _: String = con.xadd(format!("{prefix}:signals"), "*", &[("event", event.as_str())]).await.unwrap();
+            }
+            baton::serve::Transport::RedisPubsub => {
+                let _: i64 = con.publish(format!("{prefix}:signals"), event.as_str()).await.unwrap();
+            }
+        }
+        let saga = &host.wait_all(&["bus-1".to_owned()], Duration::from_secs(30)).await[0];
+        assert_eq!(saga["status"], "completed", "{transport:?}: {saga:#}");
+        assert_eq!(step(saga, "echo")["output"], json!({"approved": true, "by": "maria"}), "{transport:?}");
+        host.stop().await;
+        baton_tests::delete_prefix(&prefix);
+    }
+}

@@ -14,10 +14,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::BusError;
-use crate::protocol::{CommandMessage, Meta, Outcome, ResultMessage};
+use crate::protocol::{CommandMessage, Meta, Outcome, ResultMessage, SignalMessage};
 
 pub const COMMAND_TYPE: &str = "baton.command.v1";
 pub const RESULT_TYPE: &str = "baton.result.v1";
+/// A signal for a saga, from anyone: `transactionid` names the saga, `subject` the signal,
+/// `data` is the payload.
+pub const SIGNAL_TYPE: &str = "baton.signal.v1";
 
 #[derive(Serialize, Deserialize)]
 struct Envelope<D> {
@@ -121,6 +124,53 @@ pub fn decode_result(text: &str) -> Result<ResultMessage, BusError> {
     }
     let meta = meta_of(&e, e.data.step.clone(), e.data.attempt);
     Ok(ResultMessage { command: e.subject, meta, outcome: e.data.outcome })
+}
+
+/// A signal event: only what a signal needs, so an outside sender writes five fields.
+#[derive(Serialize, Deserialize)]
+struct SignalEnvelope {
+    specversion: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    source: String,
+    id: String,
+    subject: String,
+    #[serde(default)]
+    datacontenttype: Option<String>,
+    transactionid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    #[serde(default)]
+    data: Value,
+}
+
+/// A signal as CloudEvents JSON.
+pub fn encode_signal(s: &SignalMessage) -> String {
+    let e = SignalEnvelope {
+        specversion: "1.0".into(),
+        kind: SIGNAL_TYPE.into(),
+        source: "baton".into(),
+        id: s.id.clone(),
+        subject: s.name.clone(),
+        datacontenttype: Some("application/json".into()),
+        transactionid: s.saga_id.clone(),
+        traceparent: None,
+        data: s.payload.clone(),
+    };
+    serde_json::to_string(&e).expect("a signal serialises")
+}
+
+/// A signal from CloudEvents JSON.
+pub fn decode_signal(text: &str) -> Result<SignalMessage, BusError> {
+    let e: SignalEnvelope = serde_json::from_str(text).map_err(|e| BusError::corrupt("not a Baton signal event", e))?;
+    if e.kind != SIGNAL_TYPE {
+        return Err(BusError::corrupt(
+            "not a Baton signal event",
+            format!("event type {:?} is not {SIGNAL_TYPE}", e.kind),
+        ));
+    }
+    Ok(SignalMessage { saga_id: e.transactionid, name: e.subject, payload: e.data, id: e.id })
 }
 
 #[cfg(test)]

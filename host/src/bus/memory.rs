@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{AckToken, Acker, BusError, Consumer, Delivery, EventBus, NoAck};
-use crate::protocol::{CommandMessage, ResultMessage};
+use crate::protocol::{CommandMessage, ResultMessage, SignalMessage};
 
 /// Named FIFO queues with a wake-up for waiting consumers.
 ///
@@ -72,17 +72,19 @@ impl<T> Queues<T> {
 }
 
 const RESULTS: &str = "results";
+const SIGNALS: &str = "signals";
 
 /// See the module documentation.
 #[derive(Clone)]
 pub struct MemoryBus {
     commands: Arc<Queues<CommandMessage>>,
     results: Arc<Queues<ResultMessage>>,
+    signals: Arc<Queues<SignalMessage>>,
 }
 
 impl Default for MemoryBus {
     fn default() -> Self {
-        Self { commands: Arc::new(Queues::new()), results: Arc::new(Queues::new()) }
+        Self { commands: Arc::new(Queues::new()), results: Arc::new(Queues::new()), signals: Arc::new(Queues::new()) }
     }
 }
 
@@ -128,6 +130,15 @@ impl EventBus for MemoryBus {
 
     async fn result_consumer(&self) -> Result<Box<dyn Consumer<ResultMessage>>, BusError> {
         Ok(Box::new(MemoryConsumer { queues: self.results.clone(), names: vec![RESULTS.to_owned()] }))
+    }
+
+    async fn send_signals(&self, signals: Vec<SignalMessage>) -> Result<(), BusError> {
+        self.signals.push(signals.into_iter().map(|s| (SIGNALS.to_owned(), s)));
+        Ok(())
+    }
+
+    async fn signal_consumer(&self) -> Result<Box<dyn Consumer<SignalMessage>>, BusError> {
+        Ok(Box::new(MemoryConsumer { queues: self.signals.clone(), names: vec![SIGNALS.to_owned()] }))
     }
 
     /// In this process only.

@@ -16,7 +16,7 @@ pub mod redis_streams;
 
 use async_trait::async_trait;
 
-use crate::protocol::{CommandMessage, ResultMessage};
+use crate::protocol::{CommandMessage, ResultMessage, SignalMessage};
 
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +106,12 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// A consumer of results, competing with other orchestrators.
     async fn result_consumer(&self) -> Result<Box<dyn Consumer<ResultMessage>>, BusError>;
+
+    /// Send signals to the orchestrators (what `baton.signal` events carry).
+    async fn send_signals(&self, signals: Vec<SignalMessage>) -> Result<(), BusError>;
+
+    /// A consumer of signals, competing with other orchestrators.
+    async fn signal_consumer(&self) -> Result<Box<dyn Consumer<SignalMessage>>, BusError>;
 
     /// True when a message, once sent, survives the death of this process and of its
     /// consumers until someone acknowledges it (Redis Streams). When false, a restarted

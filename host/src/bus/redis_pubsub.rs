@@ -1,6 +1,6 @@
 //! Redis Pub/Sub as a transport (`baton serve --redis URL --transport redis-pubsub`).
 //!
-//! Channels: `<p>:cmd:<command>` and `<p>:results`, carrying the same CloudEvents JSON as the
+//! Channels: `<p>:cmd:<command>`, `<p>:results` and `<p>:signals`, carrying the same CloudEvents JSON as the
 //! Streams transport.
 //!
 //! **What it does not guarantee, and why the whole path is still at-least-once.** Pub/Sub
@@ -23,7 +23,7 @@ use redis::aio::ConnectionManager;
 
 use super::cloudevents;
 use super::{AckToken, Acker, BusError, Consumer, Delivery, EventBus, NoAck};
-use crate::protocol::{CommandMessage, ResultMessage};
+use crate::protocol::{CommandMessage, ResultMessage, SignalMessage};
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
@@ -159,6 +159,15 @@ impl EventBus for RedisPubSubBus {
 
     async fn result_consumer(&self) -> Result<Box<dyn Consumer<ResultMessage>>, BusError> {
         Ok(Box::new(self.subscriber(vec![format!("{}:results", self.prefix)], cloudevents::decode_result).await?))
+    }
+
+    async fn send_signals(&self, signals: Vec<SignalMessage>) -> Result<(), BusError> {
+        let channel = format!("{}:signals", self.prefix);
+        self.publish(signals.iter().map(|s| (channel.clone(), cloudevents::encode_signal(s))).collect()).await
+    }
+
+    async fn signal_consumer(&self) -> Result<Box<dyn Consumer<SignalMessage>>, BusError> {
+        Ok(Box::new(self.subscriber(vec![format!("{}:signals", self.prefix)], cloudevents::decode_signal).await?))
     }
 
     /// Pub/Sub keeps nothing.

@@ -3,6 +3,8 @@
 //! - `<p>:cmd:<command>`: one stream per command; the group `workers` shares it among all
 //!   worker processes that handle the command.
 //! - `<p>:results`: one stream; the group `orchestrators` shares it among orchestrators.
+//! - `<p>:signals`: `baton.signal.v1` events for sagas, from anyone; the group
+//!   `orchestrators` shares it too.
 //!
 //! At-least-once: an entry stays in its group's pending list until acknowledged. A consumer
 //! that dies leaves its entries pending; after the visibility timeout any other consumer of
@@ -27,7 +29,7 @@ use redis::{AsyncCommands, AsyncConnectionConfig};
 
 use super::cloudevents;
 use super::{AckToken, Acker, BusError, Consumer, Delivery, EventBus};
-use crate::protocol::{CommandMessage, ResultMessage};
+use crate::protocol::{CommandMessage, ResultMessage, SignalMessage};
 
 const WORKERS: &str = "workers";
 const ORCHESTRATORS: &str = "orchestrators";
@@ -306,6 +308,16 @@ impl EventBus for RedisStreamsBus {
 
     async fn result_consumer(&self) -> Result<Box<dyn Consumer<ResultMessage>>, BusError> {
         Ok(Box::new(self.consumer(vec![self.results_stream()], ORCHESTRATORS, cloudevents::decode_result).await?))
+    }
+
+    async fn send_signals(&self, signals: Vec<SignalMessage>) -> Result<(), BusError> {
+        let stream = format!("{}:signals", self.prefix);
+        self.append(signals.iter().map(|s| (stream.clone(), cloudevents::encode_signal(s))).collect()).await
+    }
+
+    async fn signal_consumer(&self) -> Result<Box<dyn Consumer<SignalMessage>>, BusError> {
+        let stream = format!("{}:signals", self.prefix);
+        Ok(Box::new(self.consumer(vec![stream], ORCHESTRATORS, cloudevents::decode_signal).await?))
     }
 
     /// Entries stay in their group until acknowledged.

@@ -193,6 +193,13 @@ pub struct Orchestrator {
 
 struct Inner {
     workflows: Catalog,
+    /// Definitions by content hash: those of `workflows`, and those older sagas started with,
+    /// read from the store when first needed. A saga runs on the one its record names. A std
+    /// `RwLock`: lookups on every decision, an insert once per definition.
+    definitions: std::sync::RwLock<HashMap<String, Arc<crate::workflow::Workflow>>>,
+    /// Hashes of `workflows` already written to the store (a start writes its definition
+    /// first, once per process).
+    stored: std::sync::Mutex<std::collections::HashSet<String>>,
     store: Arc<dyn SagaStore>,
     bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
@@ -250,9 +257,12 @@ impl Orchestrator {
         let (timers, due) = Timers::start(clock.clone());
         // RandomState is seeded from the OS: a cheap random number without a dependency.
         let salt = RandomState::new().hash_one(std::process::id());
+        let definitions = workflows.workflows.values().map(|wf| (wf.hash.clone(), wf.clone())).collect();
         Orchestrator {
             inner: Arc::new(Inner {
                 workflows,
+                definitions: std::sync::RwLock::new(definitions),
+                stored: std::sync::Mutex::new(std::collections::HashSet::new()),
                 store,
                 bus,
                 clock,
@@ -300,6 +310,10 @@ impl Orchestrator {
             let seq = inner.sequence.fetch_add(1, Ordering::Relaxed);
             format!("{workflow}-{now:x}-{:06x}{seq:x}", inner.salt & 0xff_ffff)
         });
+        if !inner.stored.lock().expect("stored lock poisoned").contains(&wf.hash) {
+            retry_store(START_RETRY_BUDGET, || inner.store.put_definition(&wf.hash, &wf.text)).await?;
+            inner.stored.lock().expect("stored lock poisoned").insert(wf.hash.clone());
+        }
         let saga = new_saga(id.clone(), wf, input, now);
         let Decided::Change(change) = self.decide_all(saga, &[&Event::Start]) else {
             unreachable!("a new saga of a loaded workflow always starts")
@@ -410,6 +424,7 @@ impl Orchestrator {
                 return Err(ControlError::Conflict { id: id.to_owned(), status: saga.status, message });
             }
             let workflow = saga.workflow.clone();
+            self.load_definitions(&[&saga]).await?;
             let change = match self.decide_all(saga, &[event]) {
                 Decided::Change(change) => *change,
                 Decided::Unchanged => {
@@ -480,10 +495,59 @@ impl Orchestrator {
         });
     }
 
+    /// The definition `saga` runs: the one it started with (by content hash), when this host
+    /// has it in memory; the workflow loaded under its name for records that name none.
+    /// `None` when this host does not run the workflow at all (another host does).
+    fn definition_of(&self, saga: &Saga) -> Option<Arc<crate::workflow::Workflow>> {
+        let current = self.inner.workflows.get(&saga.workflow)?;
+        if saga.workflow_hash.is_empty() || saga.workflow_hash == current.hash {
+            return Some(current.clone());
+        }
+        let known = self.inner.definitions.read().expect("definitions lock poisoned").get(&saga.workflow_hash).cloned();
+        if known.is_none() {
+            tracing::warn!(
+                transaction_id = %saga.id,
+                hash = %saga.workflow_hash,
+                "the definition the saga started with is not in the store: it runs on the one loaded now"
+            );
+        }
+        Some(known.unwrap_or_else(|| current.clone()))
+    }
+
+    /// Read from the store the definitions these sagas started with that this host has not
+    /// seen yet (the workflow file was edited since they started), so that [`Self::decide_all`]
+    /// finds them.
+    async fn load_definitions(&self, sagas: &[&Saga]) -> Result<(), StoreError> {
+        let missing: std::collections::BTreeSet<(&str, &str)> = {
+            let known = self.inner.definitions.read().expect("definitions lock poisoned");
+            sagas
+                .iter()
+                .filter(|s| !s.workflow_hash.is_empty() && !known.contains_key(&s.workflow_hash))
+                .map(|s| (s.workflow_hash.as_str(), s.workflow.as_str()))
+                .collect()
+        };
+        for (hash, name) in missing {
+            let Some(text) = self.inner.store.definition(hash).await? else { continue };
+            let path = std::path::PathBuf::from(format!("{name}@{hash}.toml"));
+            match crate::workflow::parse(&path, &text, None) {
+                Ok(wf) => {
+                    tracing::info!(workflow = name, hash, "loaded the definition older sagas started with");
+                    self.inner
+                        .definitions
+                        .write()
+                        .expect("definitions lock poisoned")
+                        .insert(hash.to_owned(), Arc::new(wf));
+                }
+                Err(e) => tracing::error!(workflow = name, hash, "a stored definition no longer parses: {e}"),
+            }
+        }
+        Ok(())
+    }
+
     /// Decide `events` in order on `saga`.
     fn decide_all(&self, mut saga: Saga, events: &[&Event]) -> Decided {
         let _span = tracing::debug_span!("decide", transaction_id = %saga.id).entered();
-        let Some(wf) = self.inner.workflows.get(&saga.workflow) else {
+        let Some(wf) = self.definition_of(&saga) else {
             tracing::error!(
                 transaction_id = %saga.id,
                 workflow = %saga.workflow,
@@ -491,6 +555,7 @@ impl Orchestrator {
             );
             return Decided::NoWorkflow;
         };
+        let wf = &*wf;
         let now = self.inner.clock.now_ms();
         let expected = saga.revision;
         let revision = expected + 1;
@@ -565,6 +630,7 @@ impl Orchestrator {
                 tracing::warn!(transaction_id = %id, "event for an unknown saga ignored: {event:?}");
                 return Ok(true);
             };
+            self.load_definitions(&[&saga]).await?;
             let change = match self.decide_all(saga, &[event]) {
                 Decided::Change(change) => *change,
                 Decided::Unchanged => return Ok(true),
@@ -639,6 +705,11 @@ impl Orchestrator {
                 return self.apply_each(events, (0..events.len()).collect(), done).await;
             }
         };
+        let sagas: Vec<&Saga> = loaded.iter().flatten().collect();
+        if let Err(e) = self.load_definitions(&sagas).await {
+            tracing::warn!("cannot read the definitions of {} sagas: {e}; applying their events one by one", ids.len());
+            return self.apply_each(events, (0..events.len()).collect(), done).await;
+        }
         let mut changes = Vec::new();
         let mut changed_groups = Vec::new();
         for (id, saga) in ids.iter().zip(loaded) {
@@ -746,8 +817,9 @@ impl Orchestrator {
         let active = self.active().await?;
         let resend = !inner.bus.durable();
         let mut commands = Vec::new();
+        self.load_definitions(&active.iter().collect::<Vec<_>>()).await?;
         for saga in &active {
-            let Some(wf) = inner.workflows.get(&saga.workflow) else {
+            let Some(wf) = self.definition_of(saga) else {
                 tracing::error!(transaction_id = %saga.id, workflow = %saga.workflow, "cannot resume: its workflow is not loaded");
                 continue;
             };
@@ -756,7 +828,7 @@ impl Orchestrator {
                 continue;
             }
             if resend {
-                commands.extend(pending_commands(wf, saga));
+                commands.extend(pending_commands(&wf, saga));
             }
             inner.timers.set(&saga.id, pending_timers(saga));
         }
@@ -868,6 +940,9 @@ impl Orchestrator {
                 }
             }
         });
+        // Signals from the bus (`baton.signal` events) on a task of their own.
+        let this = self.clone();
+        let signal_task = tokio::spawn(this.signal_loop(shutdown.clone()));
         // Timers on a task of their own, so a burst of results never delays a timeout.
         let this = self.clone();
         let mut timer_shutdown = shutdown.clone();
@@ -936,7 +1011,63 @@ impl Orchestrator {
         }
         timer_task.abort();
         sweeper.abort();
+        signal_task.abort();
         Ok(())
+    }
+
+    /// Apply the signals that come on the bus, as `POST /v1/sagas/{id}/signals/{name}` does.
+    /// One for a saga that has ended, or that does not exist, cannot be answered with a 409
+    /// or a 404: it is logged and acknowledged. One whose saga's workflow another host runs is
+    /// left for that host; one the store could not take comes back.
+    async fn signal_loop(self, mut shutdown: watch::Receiver<bool>) {
+        let mut signals = loop {
+            match self.inner.bus.signal_consumer().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!("cannot subscribe to signals: {e}; retrying in 1s");
+                    if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
+                        return;
+                    }
+                }
+            }
+        };
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.changed() => return,
+                b = signals.recv(RESULT_BATCH) => b,
+            };
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("cannot read signals: {e}; retrying in 1s");
+                    if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut done = Vec::with_capacity(batch.len());
+            for delivery in batch {
+                let s = delivery.message;
+                let handled = match self.signal(&s.saga_id, &s.name, s.payload).await {
+                    Ok(_) => true,
+                    Err(e @ (ControlError::NotFound(_) | ControlError::Conflict { .. })) => {
+                        tracing::warn!(transaction_id = %s.saga_id, event = %s.id, "signal {:?} from the bus refused: {e}", s.name);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(transaction_id = %s.saga_id, event = %s.id, "signal {:?} from the bus not applied, it will come back: {e}", s.name);
+                        false
+                    }
+                };
+                if handled {
+                    done.push(delivery.token);
+                }
+            }
+            if let Err(e) = signals.ack(&done).await {
+                tracing::warn!("cannot acknowledge {} signals: {e}", done.len());
+            }
+        }
     }
 }
 

@@ -19,6 +19,8 @@ struct State {
     timers: BTreeSet<(u64, String)>,
     /// (expires_at, id) of every finished saga that is not kept forever.
     expiry: BTreeSet<(u64, String)>,
+    /// Workflow definitions by content hash.
+    definitions: HashMap<String, String>,
     /// By saga (see [`super::saga_of`]), then (command, idempotency key).
     outcomes: HashMap<String, HashMap<(String, String), Outcome>>,
 }
@@ -143,6 +145,15 @@ impl SagaStore for MemoryStore {
         let state = self.state();
         let mine = state.outcomes.get(super::saga_of(idempotency_key));
         Ok(mine.and_then(|m| m.get(&(command.to_owned(), idempotency_key.to_owned()))).cloned())
+    }
+
+    async fn put_definition(&self, hash: &str, text: &str) -> Result<(), StoreError> {
+        self.state().definitions.entry(hash.to_owned()).or_insert_with(|| text.to_owned());
+        Ok(())
+    }
+
+    async fn definition(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state().definitions.get(hash).cloned())
     }
 
     async fn forget_outcomes(&self, keys: &[(&str, &str)]) -> Result<(), StoreError> {

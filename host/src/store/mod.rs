@@ -11,7 +11,8 @@
 //! commands themselves (the transactional outbox). A crash can never leave a transition
 //! half-applied.
 //!
-//! Besides sagas, a store keeps the terminal outcome of each command under
+//! Besides sagas, a store keeps the text of every workflow definition a saga started with,
+//! by content hash (sagas are pinned to it), and the terminal outcome of each command under
 //! (command, idempotency key), so that a duplicate command is answered from the record
 //! instead of running its worker twice.
 //!
@@ -188,6 +189,14 @@ pub trait SagaStore: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    /// Keep the text of a workflow definition under its content hash, so that a saga runs
+    /// to its end on the definition it started with whatever the workflow files say later.
+    /// Idempotent: the same hash always has the same text.
+    async fn put_definition(&self, hash: &str, text: &str) -> Result<(), StoreError>;
+
+    /// The definition kept under `hash`.
+    async fn definition(&self, hash: &str) -> Result<Option<String>, StoreError>;
 
     /// Forget the recorded outcomes of these (command, idempotency key) pairs, so that the
     /// next command under the key runs again. Only for an operator's retry of a command that

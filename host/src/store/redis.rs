@@ -13,6 +13,8 @@
 //!   status changes (it starts, begins compensating, ends) with the saga id, the new status
 //!   and the history entries of that transition, for observers. Step-by-step detail is in
 //!   the history.
+//! - `<p>:definition:<hash>`: the text of a workflow definition sagas started with (kept:
+//!   a few KiB per version of a workflow).
 //! - `<p>:outcomes:<saga>`: hash of the saga's recorded terminal outcomes (JSON), field
 //!   `<command> <idempotency key>`, written with `HSETNX` (the first record wins).
 //! - `<p>:expiry`: sorted set of finished sagas scored by `expires_at`, for
@@ -456,6 +458,22 @@ impl SagaStore for RedisStore {
             invocation.arg(hash).arg(field).arg(data).arg(self.saga_key(super::saga_of(key)));
         }
         invocation.invoke_async::<()>(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn put_definition(&self, hash: &str, text: &str) -> Result<(), StoreError> {
+        let key = format!("{}:definition:{hash}", self.prefix);
+        redis::cmd("SET")
+            .arg(key)
+            .arg(text)
+            .arg("NX")
+            .query_async::<()>(&mut self.con.clone())
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    async fn definition(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("{}:definition:{hash}", self.prefix);
+        self.con.clone().get(key).await.map_err(|e| self.unavailable(e))
     }
 
     async fn forget_outcomes(&self, keys: &[(&str, &str)]) -> Result<(), StoreError> {

@@ -214,6 +214,7 @@ impl<'r, 'a> Resolver<'r, 'a> {
             description: self.authored.description.clone(),
             source: file.to_owned(),
             hash: crate::model::digest_text(text),
+            text: text.into(),
             blocks,
             output,
             input_schema,

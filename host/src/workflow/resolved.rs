@@ -21,6 +21,9 @@ pub struct Workflow {
     pub source: PathBuf,
     /// `sha256:` and 16 hex digits of the file's text: which definition a saga runs.
     pub hash: String,
+    /// The file's text, kept by the store under `hash` so a saga runs to its end on the
+    /// definition it started with.
+    pub text: std::sync::Arc<str>,
     /// The main block first ([`MAIN`]), then the named blocks in file order.
     pub blocks: Vec<Block>,
     /// The saga's output; `None`: the main block's output.

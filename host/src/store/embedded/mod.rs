@@ -42,6 +42,7 @@
 //! - `outcomes_by_saga`: (saga, command, idempotency key) -> (): a saga's outcome records, so
 //!   that they are deleted with it.
 //! - `expiry`: (expires_at, id) -> (): finished sagas by the time their retention ends.
+//! - `definitions`: content hash -> the text of a workflow definition sagas started with.
 //!
 //! # Retention
 //!
@@ -78,6 +79,10 @@ const BY_STATUS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("b
 const OUTCOMES: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("outcomes");
 const OUTCOMES_BY_SAGA: TableDefinition<'_, (&str, &str, &str), ()> = TableDefinition::new("outcomes_by_saga");
 const EXPIRY: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("expiry");
+/// Workflow definitions by content hash. Written directly, in a transaction of its own, not
+/// through the log: a definition is written once per version of a workflow, before the first
+/// saga that runs it is created.
+const DEFINITIONS: TableDefinition<'_, &str, &str> = TableDefinition::new("definitions");
 
 /// The one field of a saga record the applier reads, to file a finished saga by its expiry.
 #[derive(serde::Deserialize)]
@@ -1075,6 +1080,25 @@ impl SagaStore for EmbeddedStore {
             return decode(v.value()).map(Some);
         }
         queued.map(|b| decode(&b)).transpose()
+    }
+
+    async fn put_definition(&self, hash: &str, text: &str) -> Result<(), StoreError> {
+        if self.definition(hash).await?.is_some() {
+            return Ok(());
+        }
+        let tx = self.shared().db.begin_write().map_err(unavailable)?;
+        tx.open_table(DEFINITIONS).map_err(unavailable)?.insert(hash, text).map_err(unavailable)?;
+        tx.commit().map_err(unavailable)
+    }
+
+    async fn definition(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        let tx = self.shared().db.begin_read().map_err(unavailable)?;
+        let table = match tx.open_table(DEFINITIONS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        Ok(table.get(hash).map_err(unavailable)?.map(|v| v.value().to_owned()))
     }
 
     /// Deletes from the queue, the overlay and the tables at once, in a transaction of its
