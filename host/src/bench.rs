@@ -514,7 +514,9 @@ async fn backend(
         Mode::Redis => {
             let prefix = format!("baton-bench:{run_id}:{}", std::process::id());
             let url = &config.redis_url;
-            let store = crate::store::redis::RedisStore::connect(url, &prefix).await?.with_stream_outbox();
+            let store = crate::store::redis::RedisStore::connect(url, &prefix)
+                .await?
+                .with_outbox(crate::bus::redis_streams::outbox_encoder(&prefix));
             let streams = crate::bus::redis_streams::StreamsConfig::default();
             let bus = crate::bus::redis_streams::RedisStreamsBus::connect(url, &prefix, streams).await?;
             Ok((Arc::new(store), Arc::new(bus), Cleanup::RedisPrefix { url: url.clone(), prefix }))

@@ -131,7 +131,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
             let (store, bus): (_, Arc<dyn EventBus>) = match config.transport {
                 // The store appends commands to their streams in the commit itself.
                 Transport::RedisStreams => (
-                    store.with_stream_outbox(),
+                    store.with_outbox(crate::bus::redis_streams::outbox_encoder(prefix)),
                     Arc::new(
                         crate::bus::redis_streams::RedisStreamsBus::connect(url, prefix, config.streams.clone())
                             .await?,

@@ -122,3 +122,36 @@ pub fn stuck_on_signal(saga: &Saga) -> Option<String> {
 pub fn may_still_move(saga: &Saga) -> bool {
     saga.steps.iter().filter_map(|s| s.waiting.as_ref()).any(|w| w.due_at.is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_saga_reads_as_a_line_per_instance() {
+        let saga = json!({
+            "id": "o-1", "workflow": "order", "status": "compensated",
+            "created_at": "2026-12-01T10:00:00.000Z", "updated_at": "2026-12-01T10:00:01.500Z",
+            "error": {"step": "settle/charge", "code": "card_declined", "message": "declined"},
+            "steps": [
+                {"path": "reserve/reserve_one", "status": "completed", "attempts": 1,
+                 "started_at": "2026-12-01T10:00:00.000Z", "ended_at": "2026-12-01T10:00:00.012Z",
+                 "compensation": {"command": "inventory.release", "status": "completed"}},
+                {"path": "approval", "status": "running", "waiting": {"on": "signal", "signal": "approved"}},
+                {"path": "settle/charge", "status": "failed", "attempts": 3,
+                 "error": {"code": "card_declined", "message": "declined"}}
+            ]
+        });
+        let lines = super::saga_lines(&saga);
+        assert_eq!(lines[0], "o-1  order  compensated  1.5s");
+        assert!(lines[1].starts_with("    reserve/reserve_one"), "nested paths are indented: {lines:?}");
+        assert!(
+            lines[1].contains("1 attempt ")
+                && lines[1].contains("12ms")
+                && lines[1].contains("[undone by inventory.release: completed]")
+        );
+        assert!(lines[2].contains("waiting for signal \"approved\""), "{lines:?}");
+        assert!(lines[3].contains("3 attempts") && lines[3].contains("card_declined: declined"));
+        assert_eq!(lines[4], "error: card_declined at settle/charge: declined");
+    }
+}

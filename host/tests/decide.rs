@@ -605,3 +605,36 @@ fn decide_is_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn a_failed_branch_stops_a_sibling_that_only_waits() {
+    let wf = r#"
+name = "t"
+[[step]]
+name = "both"
+parallel = ["work", "ask"]
+[[block.work]]
+name = "charge"
+command = "payment.charge"
+compensate = "payment.refund"
+[[block.work]]
+name = "fail_after"
+command = "x.fail"
+retry = { attempts = 1 }
+[[block.ask]]
+name = "approve"
+wait = "approved"
+[[block.ask]]
+name = "never"
+command = "x.never"
+"#;
+    let mut h = Harness::new(wf, json!({}));
+    h.ok("both/charge", json!({"payment_id": "p"}));
+    h.fail("both/fail_after", "boom", false);
+    assert_eq!(h.status("both/approve"), StepStatus::Cancelled, "no signal will ever matter now");
+    assert_eq!(h.saga.status, SagaStatus::Compensating);
+    h.ok("both/charge", json!({}));
+    assert_eq!(h.saga.status, SagaStatus::Compensated);
+    assert!(h.sent.iter().all(|c| c.name != "x.never"));
+    insta::assert_snapshot!(h.story());
+}

@@ -443,3 +443,96 @@ async fn a_signal_event_on_the_bus_answers_a_waiting_saga() {
         baton_tests::delete_prefix(&prefix);
     }
 }
+
+/// On a terminal, `baton run` asks for a signal nothing queued, and prints a line per step.
+/// `script` gives the run a pseudo-terminal (skipped where util-linux's `script` is absent).
+#[test]
+fn run_asks_on_a_terminal_and_prints_a_line_per_step() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("w.toml"),
+        "name = \"w\"\n[[step]]\nname = \"hold\"\nwait = \"go\"\n[[step]]\nname = \"echo\"\ncommand = \"testkit.echo\"\ninput = \"steps.hold\"\n",
+    )
+    .unwrap();
+    let line = format!("{} run w --id tty-1 --input '{{}}'", baton_tests::baton_bin().display());
+    // `script` runs the line in a pseudo-terminal, with the environment `baton()` sets.
+    let mut template = baton();
+    template.env("BATON_WORKFLOWS", dir.path());
+    let mut script = std::process::Command::new("script");
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let mut child = script
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(baton_tests::root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write as _;
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = stdin.write_all(b"all clear\n");
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("signal \"go\" >"), "it asked: {text}");
+    assert!(text.contains("tty-1  w  completed"), "a summary line: {text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("echo") && l.contains("completed  1 attempt")), "{text}");
+    assert!(text.contains(r#"output: {"text":"all clear"}"#), "plain text is sent as {{\"text\": ...}}: {text}");
+}
+
+/// Compensation across a for_each and a parallel, on Redis: the history shows the undoing
+/// one at a time, in reverse order of completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compensation_order_across_iterations_and_branches_is_in_the_history() {
+    let prefix = baton_tests::unique_prefix("comp_order");
+    let host = InProcess::start(redis_config(&prefix)).await;
+    let items: Vec<Value> = (0..3).map(|i| json!({"sku": format!("S{i}"), "qty": 1, "price": 6000.0})).collect();
+    let input = json!({"order_id": "co-1", "customer": "ada", "items": items});
+    assert_eq!(host.start_saga("order", "co-1", &input).await.unwrap().0, 201);
+    let saga = &host.wait_all(&["co-1".to_owned()], Duration::from_secs(30)).await[0];
+    assert_eq!(saga["status"], "compensated", "{saga:#}");
+    assert_eq!(saga["error"]["code"], "card_declined");
+    let mut by_seq: Vec<(u64, String)> = saga["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| Some((s["seq"].as_u64()?, s["path"].as_str()?.to_owned())))
+        .collect();
+    by_seq.sort();
+    by_seq.reverse();
+    let expected: Vec<String> = by_seq.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(expected.len(), 4, "three reservations and the parcel: {saga:#}");
+    assert_eq!(expected[0], "settle/ship", "the parcel completed last");
+    let (_, history) = host.get("/v1/sagas/co-1/history").await;
+    let entries = history.as_array().unwrap();
+    let undone: Vec<String> = entries
+        .iter()
+        .filter(|e| e["event"] == "dispatched" && e["phase"] == "compensate")
+        .map(|e| e["step"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(undone, expected, "{history:#}");
+    // One at a time: each compensation succeeds before the next is sent.
+    let mut open = 0;
+    for e in entries.iter().filter(|e| e["phase"] == "compensate") {
+        match e["event"].as_str().unwrap() {
+            "dispatched" => open += 1,
+            "succeeded" => open -= 1,
+            _ => {}
+        }
+        assert!(open <= 1, "{history:#}");
+    }
+    host.stop().await;
+    baton_tests::delete_prefix(&prefix);
+}

@@ -74,7 +74,10 @@ async fn redis_store_commits_commands_with_the_transition() {
     use baton::store::{Committed, Transition};
     let prefix = baton_tests::unique_prefix("redis_outbox");
     let url = baton_tests::redis_url();
-    let store = baton::store::redis::RedisStore::connect(&url, &prefix).await.unwrap().with_stream_outbox();
+    let store = baton::store::redis::RedisStore::connect(&url, &prefix)
+        .await
+        .unwrap()
+        .with_outbox(baton::bus::redis_streams::outbox_encoder(&prefix));
     assert!(store.dispatches_commands());
     let wf = baton::workflow::parse(
         std::path::Path::new("w.toml"),

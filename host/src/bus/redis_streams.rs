@@ -42,6 +42,14 @@ pub fn command_stream(prefix: &str, command: &str) -> String {
     format!("{prefix}:cmd:{command}")
 }
 
+/// How the Redis store's outbox writes a command so that this transport reads it: the
+/// command's stream under `prefix`, and the command as CloudEvents JSON (the store appends it
+/// under the entry field [`FIELD`]).
+pub fn outbox_encoder(prefix: &str) -> crate::store::redis::OutboxEncoder {
+    let prefix = prefix.to_owned();
+    std::sync::Arc::new(move |c: &CommandMessage| (command_stream(&prefix, &c.name), cloudevents::encode_command(c)))
+}
+
 /// Tuning of the Redis Streams transport.
 #[derive(Debug, Clone)]
 pub struct StreamsConfig {

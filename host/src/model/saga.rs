@@ -298,6 +298,9 @@ pub enum HistoryEvent {
     /// A step other than a command failed for good (a wait's timeout, a fail step, a
     /// for_each over something not a list, a branch's failure).
     StepFailed { step: String, code: String, message: String },
+    /// A step that only waited (a wait, a sleep, a retry's backoff) was stopped because a
+    /// sibling branch or iteration failed.
+    Stopped { step: String },
     /// A signal was accepted: taken by a waiting step (`by`), or kept in the inbox.
     SignalReceived {
         name: String,

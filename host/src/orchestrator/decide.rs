@@ -264,6 +264,47 @@ fn stopping(saga: &Saga, mut run: usize) -> bool {
     false
 }
 
+/// Instance `i` (a parallel or a for_each) ends cancelled because one of its block runs was
+/// stopped: an enclosing step failed, or the saga was cancelled. Its own block run stops too.
+pub(crate) fn cancel_owner(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
+    let inst = &mut saga.steps[i];
+    inst.status = StepStatus::Cancelled;
+    inst.ended_at = Some(cx.now);
+    let run = inst.block;
+    end_cancelled(cx, saga, run);
+}
+
+/// Whether instance `i` runs inside a block run started by instance `owner`, at any depth.
+fn under(saga: &Saga, i: usize, owner: usize) -> bool {
+    let mut run = saga.steps[i].block;
+    while let Some(o) = saga.blocks[run].owner {
+        if o == owner {
+            return true;
+        }
+        run = saga.steps[o].block;
+    }
+    false
+}
+
+/// A branch or iteration of `owner` failed: stop what waits under it without doing anything
+/// (a wait, a sleep, a retry's backoff), so the step fails once the commands still out have
+/// answered, instead of waiting for a signal or a timer that no longer matters.
+pub(crate) fn stop_idle_under(cx: &mut Ctx<'_>, saga: &mut Saga, owner: usize) {
+    for i in 0..saga.steps.len() {
+        let idle = saga.steps[i].status == StepStatus::Running
+            && saga.steps[i].waiting.as_ref().is_some_and(|w| w.on != WaitOn::Result);
+        if idle && under(saga, i, owner) {
+            let inst = &mut saga.steps[i];
+            inst.status = StepStatus::Cancelled;
+            inst.ended_at = Some(cx.now);
+            inst.waiting = None;
+            cx.out.history.push(HistoryEvent::Stopped { step: inst.path.clone() });
+            let run = inst.block;
+            end_cancelled(cx, saga, run);
+        }
+    }
+}
+
 /// The workflow step of instance `i`.
 pub(crate) fn step_of<'w>(wf: &'w Workflow, saga: &Saga, i: usize) -> Option<(usize, &'w crate::workflow::Step)> {
     let b = block_of(wf, saga, saga.steps[i].block);
@@ -358,7 +399,8 @@ pub(crate) fn end_run(cx: &mut Ctx<'_>, saga: &mut Saga, run: usize, result: Res
     cx.queue.push_back(Action::BlockDone { run });
 }
 
-fn end_cancelled(cx: &mut Ctx<'_>, saga: &mut Saga, run: usize) {
+/// Block run `run` stops before its end (the saga or an enclosing step no longer needs it).
+pub(crate) fn end_cancelled(cx: &mut Ctx<'_>, saga: &mut Saga, run: usize) {
     let r = &mut saga.blocks[run];
     if r.status == StepStatus::Running {
         r.status = StepStatus::Cancelled;

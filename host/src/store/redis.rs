@@ -25,9 +25,10 @@
 //!
 //! `create` and `commit` run one Lua script over the whole batch. For each transition it
 //! checks the revision, writes the record and indexes, appends the history, adds the
-//! lifecycle entry and, with [`RedisStore::with_stream_outbox`], appends the transition's
-//! commands to their command streams (`<p>:cmd:<command>`, as the Redis Streams transport
-//! reads them). Redis runs a script without interleaving anything else, so a transition and
+//! lifecycle entry and, with [`RedisStore::with_outbox`], appends the transition's commands to
+//! the streams the transport reads them from, under the entry field `event` (the transport
+//! gives the store an [`OutboxEncoder`] that names the stream and encodes the command, so
+//! the store knows nothing of the bus). Redis runs a script without interleaving anything else, so a transition and
 //! the commands it emits are committed together or not at all: no crash between "saved" and
 //! "sent" can lose a command, and two orchestrators can never both commit the same revision.
 //! One round trip carries the batch.
@@ -40,9 +41,12 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use super::{Committed, Created, SagaStore, StoreError, Transition};
-use crate::bus::{cloudevents, redis_streams};
 use crate::model::{HistoryEntry, Saga, SagaStatus};
-use crate::protocol::Outcome;
+use crate::protocol::{CommandMessage, Outcome};
+
+/// How the outbox writes a command: the stream to append it to and the entry's `event`
+/// field. Given by the transport that reads those streams.
+pub type OutboxEncoder = std::sync::Arc<dyn Fn(&CommandMessage) -> (String, String) + Send + Sync>;
 
 /// Applies a batch of transitions. ARGV: the prefix, the `all`, `timers` and `events` keys,
 /// the lifecycle stream length (0: none), the number of transitions, then for each: mode
@@ -189,8 +193,8 @@ pub struct RedisStore {
     due_page: Script,
     purge: Script,
     record: Script,
-    /// Whether the script appends commands to their streams (the Streams transport).
-    outbox: bool,
+    /// When set, the script appends commands to their streams (the Streams transport).
+    outbox: Option<OutboxEncoder>,
     /// "Redis at redis://host:port", password redacted, for messages.
     location: String,
     events_maxlen: usize,
@@ -224,7 +228,7 @@ impl RedisStore {
             due_page: Script::new(DUE_PAGE),
             purge: Script::new(PURGE),
             record: Script::new(RECORD),
-            outbox: false,
+            outbox: None,
             location: format!("Redis at {}", redact(url)),
             events_maxlen: DEFAULT_EVENTS_MAXLEN,
         })
@@ -235,11 +239,12 @@ impl RedisStore {
         StoreError::Unavailable(format!("{} did not answer ({e})", self.location))
     }
 
-    /// Append each transition's commands to their Redis Streams in the transition's own
-    /// script (see the module documentation). Use with the Redis Streams transport on the
-    /// same Redis and prefix.
-    pub fn with_stream_outbox(mut self) -> RedisStore {
-        self.outbox = true;
+    /// Append each transition's commands to the streams `encoder` names, in the
+    /// transition's own script (see the module documentation). Use with the Redis Streams
+    /// transport on the same Redis and prefix
+    /// ([`crate::bus::redis_streams::outbox_encoder`]).
+    pub fn with_outbox(mut self, encoder: OutboxEncoder) -> RedisStore {
+        self.outbox = Some(encoder);
         self
     }
 
@@ -295,12 +300,17 @@ impl RedisStore {
             for entry in &t.history {
                 invocation.arg(serde_json::to_string(entry).map_err(|e| self.unavailable(e))?);
             }
-            let commands = if self.outbox { t.commands.as_slice() } else { &[] };
-            invocation.arg(commands.len());
-            for c in commands {
-                invocation
-                    .arg(redis_streams::command_stream(&self.prefix, &c.name))
-                    .arg(cloudevents::encode_command(c));
+            match &self.outbox {
+                Some(encode) => {
+                    invocation.arg(t.commands.len());
+                    for c in &t.commands {
+                        let (stream, event) = encode(c);
+                        invocation.arg(stream).arg(event);
+                    }
+                }
+                None => {
+                    invocation.arg(0);
+                }
             }
         }
         let out: Vec<redis::Value> =
@@ -361,7 +371,7 @@ impl SagaStore for RedisStore {
     }
 
     fn dispatches_commands(&self) -> bool {
-        self.outbox
+        self.outbox.is_some()
     }
 
     async fn list(&self, status: Option<SagaStatus>, limit: usize) -> Result<Vec<Saga>, StoreError> {

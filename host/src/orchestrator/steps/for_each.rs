@@ -1,11 +1,12 @@
 //! `for_each = "expr"`, `run = "block"`, `concurrency = N`: one block run per element of the
 //! list, `item` and `index` in scope, at most N at once (one after the other by default),
 //! started in list order. The output is the list of the iterations' outputs, in list order.
-//! When an iteration fails, no new one starts; once none is running, the step fails.
+//! When an iteration fails, no new one starts and what only waits in the others (a wait, a
+//! sleep, a backoff) is stopped; once the commands still out have answered, the step fails.
 
 use serde_json::Value;
 
-use super::super::decide::{Action, Ctx, complete, fail};
+use super::super::decide::{Action, Ctx, cancel_owner, complete, fail, stop_idle_under};
 use crate::model::{BlockRun, ErrorInfo, Saga, StepStatus};
 use crate::protocol::codes;
 use crate::workflow::ForEach;
@@ -78,6 +79,9 @@ pub(crate) fn child_done(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
     if failed.is_none() && start_next(cx, saga, i) {
         return;
     }
+    if failed.is_some() {
+        stop_idle_under(cx, saga, i);
+    }
     if children.iter().any(|&c| saga.blocks[c].status == StepStatus::Running) {
         return;
     }
@@ -86,6 +90,9 @@ pub(crate) fn child_done(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
         let index = saga.blocks[c].index.unwrap_or(0);
         let error = ErrorInfo { code: e.code, message: format!("iteration {index} ({}): {}", e.step, e.message) };
         return fail(cx, saga, i, error, true);
+    }
+    if children.iter().any(|&c| saga.blocks[c].status == StepStatus::Cancelled) {
+        return cancel_owner(cx, saga, i);
     }
     let outputs: Vec<Value> = children.iter().map(|&c| saga.blocks[c].output.clone().unwrap_or(Value::Null)).collect();
     complete(cx, saga, i, Some(Value::Array(outputs)), None);

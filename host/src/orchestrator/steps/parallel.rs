@@ -1,11 +1,12 @@
 //! `parallel = ["a", "b"]`: the blocks run side by side, each in a block run of its own whose
 //! instances are prefixed with this step's path. The output is `{ a: <a's output>, ... }`.
-//! When a branch fails, the others start no new step; once none is running, the step fails
+//! When a branch fails, the others start no new step, and what only waits in them (a wait, a
+//! sleep, a backoff) is stopped; once the commands still out have answered, the step fails
 //! with the first failure (in the order the blocks are listed).
 
 use serde_json::{Map, Value};
 
-use super::super::decide::{Action, Ctx, complete, fail};
+use super::super::decide::{Action, Ctx, cancel_owner, complete, fail, stop_idle_under};
 use crate::model::{BlockRun, ErrorInfo, Saga, StepStatus};
 use crate::workflow::Parallel;
 
@@ -31,6 +32,9 @@ pub(crate) fn enter(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, p: &Parallel) {
 /// One of the branches of instance `i` ended.
 pub(crate) fn child_done(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
     let children = saga.steps[i].children.clone();
+    if children.iter().any(|&c| saga.blocks[c].status == StepStatus::Failed) {
+        stop_idle_under(cx, saga, i);
+    }
     if children.iter().any(|&c| saga.blocks[c].status == StepStatus::Running) {
         return;
     }
@@ -40,6 +44,9 @@ pub(crate) fn child_done(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
     {
         let error = ErrorInfo { code: e.code.clone(), message: format!("{}: {}", e.step, e.message) };
         return fail(cx, saga, i, error, true);
+    }
+    if children.iter().any(|&c| saga.blocks[c].status == StepStatus::Cancelled) {
+        return cancel_owner(cx, saga, i);
     }
     let mut out = Map::with_capacity(children.len());
     for &c in &children {
