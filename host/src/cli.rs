@@ -1,7 +1,7 @@
 //! The `baton` command line: argument parsing and wiring, nothing else.
 //!
-//! Exit codes of `baton run`: 0 `completed`, 2 `compensated`, 3 `failed`, 1 for usage or
-//! definition errors. Other commands exit 0 on success and 1 on any problem.
+//! Exit codes of `baton run`: 0 `completed`, 2 `compensated`, 3 `failed`, 4 waiting for a
+//! signal nothing can send, 1 for usage or definition errors. Other commands exit 0 on success and 1 on any problem.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -390,7 +390,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel { id, reason, server } => {
             let body = serde_json::json!({ "reason": reason.clone().unwrap_or_else(|| "cancelled with baton cancel".to_owned()) });
             let saga = client::post(server, &format!("/v1/sagas/{}/cancel", client::encode(id)), &body).await?;
-            eprintln!("saga {id} is {}: what it did is being undone", saga["status"].as_str().unwrap_or("?"));
+            match saga["status"].as_str().unwrap_or("?") {
+                "compensating" => eprintln!("saga {id} is cancelled: what it did is being undone"),
+                status => eprintln!("saga {id} is cancelled and {status}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry { id, server } => {
@@ -574,6 +577,9 @@ async fn run(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let input = read_input(input)?;
+    if let Some(id) = &id {
+        crate::api::check_id(id).map_err(|e| anyhow::anyhow!("--id {e}"))?;
+    }
     let signals: Vec<(String, Value)> = signals.iter().map(|s| parse_signal(s)).collect::<anyhow::Result<_>>()?;
     let (runtime, _) = load_runtime(cli).await?;
     let (catalog, errors) = load_workflows(&cli.workflows, &runtime.command_names())?;
@@ -618,6 +624,9 @@ async fn run(
         o.signal(&saga.id, &signal, payload).await?;
     }
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    // On a terminal, what the saga did since the last question is shown before the next one
+    // (a conversation's replies), an instance at a time.
+    let mut shown = 0;
     let saga = loop {
         let poll = tokio::time::sleep(std::time::Duration::from_millis(200));
         let ended = tokio::select! {
@@ -630,6 +639,12 @@ async fn run(
         let Some(now) = o.get(&saga.id).await? else { continue };
         let Some(signal) = crate::view::stuck_on_signal(&now) else { continue };
         if interactive {
+            for step in now.steps.iter().skip(shown).filter(|s| s.status == crate::model::StepStatus::Completed) {
+                if let Some(output) = step.output.as_ref().filter(|_| step.kind == "command") {
+                    eprintln!("  {}: {output}", step.path);
+                }
+            }
+            shown = now.steps.len();
             let payload = ask(&signal).await?;
             o.signal(&saga.id, &signal, payload).await?;
         } else if !crate::view::may_still_move(&now) {

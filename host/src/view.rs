@@ -29,8 +29,8 @@ pub fn saga_lines(saga: &Value) -> Vec<String> {
     for step in saga["steps"].as_array().into_iter().flatten() {
         let path = step["path"].as_str().or(step["name"].as_str()).unwrap_or("?");
         let depth = path.matches('/').count();
-        let mut line =
-            format!("  {:indent$}{path:<28} {:<10}", "", step["status"].as_str().unwrap_or("?"), indent = depth * 2);
+        let (indent, width) = (depth * 2, 28usize.saturating_sub(depth * 2));
+        let mut line = format!("  {:indent$}{path:<width$} {:<10}", "", step["status"].as_str().unwrap_or("?"));
         if let Some(n) = step["attempts"].as_u64().filter(|&n| n > 0) {
             line.push_str(&format!(" {n} attempt{}", if n == 1 { " " } else { "s" }));
         }

@@ -915,6 +915,19 @@ impl Orchestrator {
                 }
             }
         };
+        // Subscribed before anything is resumed, so a signal sent from now on is not missed
+        // on a bus that keeps nothing for absent subscribers (Pub/Sub).
+        let signals = loop {
+            match self.inner.bus.signal_consumer().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!("cannot subscribe to signals: {e}; retrying in 1s");
+                    if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
+                        return Ok(());
+                    }
+                }
+            }
+        };
         while let Err(e) = self.recover().await {
             tracing::warn!("cannot resume unfinished sagas: {e}; retrying in 1s");
             if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
@@ -942,7 +955,7 @@ impl Orchestrator {
         });
         // Signals from the bus (`baton.signal` events) on a task of their own.
         let this = self.clone();
-        let signal_task = tokio::spawn(this.signal_loop(shutdown.clone()));
+        let signal_task = tokio::spawn(this.signal_loop(signals, shutdown.clone()));
         // Timers on a task of their own, so a burst of results never delays a timeout.
         let this = self.clone();
         let mut timer_shutdown = shutdown.clone();
@@ -1019,18 +1032,11 @@ impl Orchestrator {
     /// One for a saga that has ended, or that does not exist, cannot be answered with a 409
     /// or a 404: it is logged and acknowledged. One whose saga's workflow another host runs is
     /// left for that host; one the store could not take comes back.
-    async fn signal_loop(self, mut shutdown: watch::Receiver<bool>) {
-        let mut signals = loop {
-            match self.inner.bus.signal_consumer().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!("cannot subscribe to signals: {e}; retrying in 1s");
-                    if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
-                        return;
-                    }
-                }
-            }
-        };
+    async fn signal_loop(
+        self,
+        mut signals: Box<dyn crate::bus::Consumer<crate::protocol::SignalMessage>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         loop {
             let batch = tokio::select! {
                 _ = shutdown.changed() => return,

@@ -145,6 +145,13 @@ impl<'r, 'a> Resolver<'r, 'a> {
             );
         }
         for (b, name) in self.block_names.iter().enumerate().skip(1) {
+            if name == "main" {
+                self.report.at(
+                    Some(self.authored.blocks[name].span()),
+                    None,
+                    "a block cannot be named \"main\": that is the name of the [[step]] list; rename the block",
+                );
+            }
             if !is_identifier(name) {
                 self.report.at(
                     None,
@@ -389,12 +396,12 @@ impl<'r, 'a> Resolver<'r, 'a> {
         let misplaced: Vec<(String, String)> = [
             only("compensate", s.compensate.is_some(), &["command"]),
             only("compensate_input", s.compensate_input.is_some(), &["command"]),
-            only("input", s.input.is_some(), &["command", "workflow"]),
+            only("input", s.input.is_some(), &["command"]),
             only("otherwise", s.otherwise.is_some(), &["choice"]),
             only("run", s.run.is_some(), &["for_each"]),
             only("concurrency", s.concurrency.is_some(), &["for_each"]),
-            only("timeout", s.timeout.is_some(), &["command", "wait", "workflow"]),
-            only("retry", s.retry.is_some(), &["command", "workflow"]),
+            only("timeout", s.timeout.is_some(), &["command", "wait"]),
+            only("retry", s.retry.is_some(), &["command"]),
             only(
                 "next",
                 s.next.is_some() && kind == "choice",
