@@ -254,6 +254,24 @@ pub struct BlockRun {
     pub error: Option<SagaError>,
 }
 
+impl BlockRun {
+    /// A block run that begins now: `block` started by instance `owner` (none for the main
+    /// block), its instances' paths under `prefix`.
+    pub fn new(block: String, owner: Option<usize>, prefix: String) -> BlockRun {
+        BlockRun {
+            block,
+            owner,
+            prefix,
+            index: None,
+            item: None,
+            status: StepStatus::Running,
+            current: None,
+            output: None,
+            error: None,
+        }
+    }
+}
+
 /// A signal that came before any wait took it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {

@@ -111,17 +111,7 @@ pub fn decide(wf: &Workflow, saga: &mut Saga, event: &Event, now: u64) -> Decisi
     let changed = match event {
         Event::Start if !saga.is_started() => {
             cx.out.history.push(HistoryEvent::Started);
-            saga.blocks.push(BlockRun {
-                block: wf.blocks[MAIN].name.clone(),
-                owner: None,
-                prefix: String::new(),
-                index: None,
-                item: None,
-                status: StepStatus::Running,
-                current: None,
-                output: None,
-                error: None,
-            });
+            saga.blocks.push(BlockRun::new(wf.blocks[MAIN].name.clone(), None, String::new()));
             cx.queue.push_back(Action::Enter { run: 0, index: 0 });
             true
         }

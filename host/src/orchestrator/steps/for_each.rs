@@ -56,17 +56,9 @@ fn start_next(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) -> bool {
     let Some((_, step)) = super::super::decide::step_of(cx.wf, saga, i) else { return false };
     let crate::workflow::StepKind::ForEach(f) = &step.kind else { return false };
     let run = saga.blocks.len();
-    saga.blocks.push(BlockRun {
-        block: cx.wf.blocks[f.block].name.clone(),
-        owner: Some(i),
-        prefix: saga.steps[i].path.clone(),
-        index: Some(index),
-        item: Some(item),
-        status: StepStatus::Running,
-        current: None,
-        output: None,
-        error: None,
-    });
+    let mut iteration = BlockRun::new(cx.wf.blocks[f.block].name.clone(), Some(i), saga.steps[i].path.clone());
+    (iteration.index, iteration.item) = (Some(index), Some(item));
+    saga.blocks.push(iteration);
     saga.steps[i].children.push(run);
     cx.queue.push_back(Action::Enter { run, index: 0 });
     true

@@ -13,17 +13,7 @@ use crate::workflow::Parallel;
 pub(crate) fn enter(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, p: &Parallel) {
     for &b in &p.blocks {
         let run = saga.blocks.len();
-        saga.blocks.push(BlockRun {
-            block: cx.wf.blocks[b].name.clone(),
-            owner: Some(i),
-            prefix: saga.steps[i].path.clone(),
-            index: None,
-            item: None,
-            status: StepStatus::Running,
-            current: None,
-            output: None,
-            error: None,
-        });
+        saga.blocks.push(BlockRun::new(cx.wf.blocks[b].name.clone(), Some(i), saga.steps[i].path.clone()));
         saga.steps[i].children.push(run);
         cx.queue.push_back(Action::Enter { run, index: 0 });
     }
