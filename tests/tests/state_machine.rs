@@ -298,26 +298,40 @@ async fn the_cli_signals_shows_and_lists() {
 }
 
 /// A saga waiting for a signal when its host is SIGKILLed: the signal is sent to the
-/// restarted host, and the saga finishes right.
+/// restarted host, and the saga finishes right. Embedded, and on Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_survives_a_sigkill_and_takes_the_signal_after_restart() {
     let data = tempfile::tempdir().unwrap();
-    let args = ["--data", data.path().to_str().unwrap()];
-    let server = Server::start(&args).await;
-    let input = json!({"order_id": "k-1", "customer": "ada", "total": 5000.0, "items": [{"sku": "A", "qty": 1, "price": 50.0}]});
-    assert_eq!(server.start_saga("order", "k-1", &input).await.unwrap().0, 201);
-    until_waiting(&server, "k-1", "approval").await;
-    server.kill();
-    let server = Server::start(&args).await;
-    let (code, _) = signal(&server, "k-1", "approved", &json!({"approved": true})).await;
-    assert_eq!(code, 202);
-    let saga = &server.wait_all(&["k-1".to_owned()], Duration::from_secs(30)).await[0];
-    assert_eq!(saga["status"], "completed", "{saga:#}");
-    server.check_histories(&["k-1".to_owned()]).await;
+    let prefix = baton_tests::unique_prefix("kill_wait");
+    let url = baton_tests::redis_url();
+    let embedded = vec!["--data".to_owned(), data.path().to_str().unwrap().to_owned()];
+    let redis = vec![
+        "--redis".to_owned(),
+        url,
+        "--prefix".to_owned(),
+        prefix.clone(),
+        "--visibility-timeout".to_owned(),
+        "1s".to_owned(),
+    ];
+    for (mode, args) in [("embedded", embedded), ("redis", redis)] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Server::start(&args).await;
+        let input = json!({"order_id": "k-1", "customer": "ada", "total": 5000.0, "items": [{"sku": "A", "qty": 1, "price": 50.0}]});
+        assert_eq!(server.start_saga("order", "k-1", &input).await.unwrap().0, 201, "{mode}");
+        until_waiting(&server, "k-1", "approval").await;
+        server.kill();
+        let server = Server::start(&args).await;
+        let (code, _) = signal(&server, "k-1", "approved", &json!({"approved": true})).await;
+        assert_eq!(code, 202, "{mode}");
+        let saga = &server.wait_all(&["k-1".to_owned()], Duration::from_secs(30)).await[0];
+        assert_eq!(saga["status"], "completed", "{mode}: {saga:#}");
+        server.check_histories(&["k-1".to_owned()]).await;
+    }
+    baton_tests::delete_prefix(&prefix);
 }
 
 /// A host SIGKILLed while a parallel block runs (one branch sleeping, the other done): the
-/// restarted host fires the sleep and finishes the block.
+/// restarted host fires the sleep and finishes the block. Embedded, and on Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parallel_block_survives_a_sigkill() {
     let data = tempfile::tempdir().unwrap();
@@ -346,28 +360,47 @@ input = "{ 'quick': true }"
 "#,
     )
     .unwrap();
-    let args = ["--data", data.path().to_str().unwrap(), "--workflows", workflows.path().to_str().unwrap()];
-    let server = Server::start(&args).await;
-    assert_eq!(server.start_saga("p", "par-1", &json!({})).await.unwrap().0, 201);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, saga) = server.get("/v1/sagas/par-1").await;
-        let quick_done = saga["steps"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|s| s["path"] == "both/quick" && s["status"] == "completed"));
-        if quick_done {
-            assert_eq!(step(&saga, "nap")["status"], "running", "killed while the other branch sleeps: {saga:#}");
-            break;
+    let prefix = baton_tests::unique_prefix("kill_parallel");
+    let wf = workflows.path().to_str().unwrap().to_owned();
+    let embedded =
+        vec!["--data".to_owned(), data.path().to_str().unwrap().to_owned(), "--workflows".to_owned(), wf.clone()];
+    let redis = vec![
+        "--redis".to_owned(),
+        baton_tests::redis_url(),
+        "--prefix".to_owned(),
+        prefix.clone(),
+        "--workflows".to_owned(),
+        wf,
+    ];
+    for (mode, args) in [("embedded", embedded), ("redis", redis)] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Server::start(&args).await;
+        assert_eq!(server.start_saga("p", "par-1", &json!({})).await.unwrap().0, 201);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, saga) = server.get("/v1/sagas/par-1").await;
+            let quick_done = saga["steps"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["path"] == "both/quick" && s["status"] == "completed"));
+            if quick_done {
+                assert_eq!(
+                    step(&saga, "nap")["status"],
+                    "running",
+                    "{mode}: killed while the other branch sleeps: {saga:#}"
+                );
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{mode}: {saga:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(std::time::Instant::now() < deadline, "{saga:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        server.kill();
+        let server = Server::start(&args).await;
+        let saga = &server.wait_all(&["par-1".to_owned()], Duration::from_secs(30)).await[0];
+        assert_eq!(saga["status"], "completed", "{mode}: {saga:#}");
+        assert_eq!(step(saga, "after")["output"], json!({"slow": {"woke": true}, "fast": {"quick": true}}));
+        server.check_histories(&["par-1".to_owned()]).await;
     }
-    server.kill();
-    let server = Server::start(&args).await;
-    let saga = &server.wait_all(&["par-1".to_owned()], Duration::from_secs(30)).await[0];
-    assert_eq!(saga["status"], "completed", "{saga:#}");
-    assert_eq!(step(saga, "after")["output"], json!({"slow": {"woke": true}, "fast": {"quick": true}}));
-    server.check_histories(&["par-1".to_owned()]).await;
+    baton_tests::delete_prefix(&prefix);
 }
 
 /// A saga runs to its end on the definition it started with: the workflow file is edited
