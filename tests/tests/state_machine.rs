@@ -445,7 +445,9 @@ async fn a_signal_event_on_the_bus_answers_a_waiting_saga() {
         let workflows = tempfile::tempdir().unwrap();
         std::fs::write(
             workflows.path().join("w.toml"),
-            "name = \"w\"\n[[step]]\nname = \"hold\"\nwait = \"approved\"\n[[step]]\nname = \"echo\"\ncommand = \"testkit.echo\"\ninput = \"steps.hold\"\n",
+            // A short timeout: on Pub/Sub a command published before the worker subscribed
+            // is lost, and only the step's timeout sends it again.
+            "name = \"w\"\n[defaults]\ntimeout = \"1s\"\nretry = { attempts = 10 }\n[[step]]\nname = \"hold\"\nwait = \"approved\"\n[[step]]\nname = \"echo\"\ncommand = \"testkit.echo\"\ninput = \"steps.hold\"\n",
         )
         .unwrap();
         let mut c = redis_config(&prefix);

@@ -16,15 +16,17 @@ use crate::protocol::{CommandMessage, Failure, Meta, Outcome, codes};
 use crate::workflow::{Command, StepKind, Workflow, duration};
 
 pub(crate) fn enter(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, c: &Command) {
+    // Without an `input`, the step is given the saga's input: not copied into the record
+    // (every commit writes the record whole), read from the saga when the command is built.
     let payload = match &c.input {
         Some(e) => match super::eval(cx, saga, i, "input", e) {
-            Some(v) => v,
+            Some(v) => Some(v),
             None => return,
         },
-        None => saga.input.clone(),
+        None => None,
     };
     saga.steps[i].command = Some(c.command.clone());
-    saga.steps[i].input = Some(payload);
+    saga.steps[i].input = payload;
     dispatch(cx, saga, i, Phase::Forward, 1);
 }
 
@@ -41,7 +43,7 @@ fn command_for(wf: &Workflow, saga: &Saga, i: usize, phase: Phase, attempt: u32)
     let def = definition(wf, saga, i)?;
     let inst = &saga.steps[i];
     let (name, payload) = match phase {
-        Phase::Forward => (def.command.clone(), inst.input.clone().unwrap_or(Value::Null)),
+        Phase::Forward => (def.command.clone(), inst.input.as_ref().unwrap_or(&saga.input).clone()),
         Phase::Compensate => {
             let c = inst.compensation.as_ref()?;
             (c.command.clone(), c.input.clone().unwrap_or(Value::Null))
@@ -117,7 +119,11 @@ pub(crate) fn begin_compensation(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
     let input = match &def.compensate_input {
         Some(e) => e.eval(&SagaScope { saga, run: saga.steps[i].block }),
         // A command whose result never came (cancelled while out) gets what it was sent.
-        None => Ok(saga.steps[i].output.clone().or_else(|| saga.steps[i].input.clone()).unwrap_or(Value::Null)),
+        None => Ok(match (&saga.steps[i].output, &saga.steps[i].input) {
+            (Some(output), _) => output.clone(),
+            (None, Some(input)) => input.clone(),
+            (None, None) => saga.input.clone(),
+        }),
     };
     let now = cx.now;
     let c = compensation_record(saga, i, &command);
