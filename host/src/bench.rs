@@ -68,6 +68,8 @@ pub struct BenchConfig {
     pub data: Option<PathBuf>,
     /// Drive this running `baton serve` instead of a host in this process.
     pub server: Option<String>,
+    /// The token to send that server (its `--token`).
+    pub token: Option<crate::api::Token>,
     /// Print a progress line every second (on stderr).
     pub progress: bool,
 }
@@ -223,13 +225,30 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
 /// Run the benchmark described by `config` against the `baton serve` at `url`.
 pub async fn run_server(config: BenchConfig, url: &str) -> anyhow::Result<Report> {
     let url = url.trim_end_matches('/').to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &config.token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
+            .context("the token cannot travel in an HTTP header")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(config.concurrency.max(1))
+        .default_headers(headers)
         .build()
         .context("cannot build an HTTP client")?;
     let health = http.get(format!("{url}/healthz")).send().await;
     if !health.as_ref().is_ok_and(|r| r.status().is_success()) {
         anyhow::bail!("no baton serve answers at {url}: start one (baton serve), or pass its address with --server");
+    }
+    // `/healthz` asks for no token: check the token before the clients start, so that a
+    // missing one is one clear error, not every saga failing with HTTP 401.
+    let ready = http.get(format!("{url}/readyz")).send().await;
+    if ready.as_ref().is_ok_and(|r| r.status() == reqwest::StatusCode::UNAUTHORIZED) {
+        let what = if config.token.is_some() { "refused the token" } else { "requires a token" };
+        anyhow::bail!(
+            "{url} {what}: pass the one its `baton serve` was started with (--token, BATON_TOKEN or --token-file)"
+        );
     }
     let run_id = format!("{:x}", crate::orchestrator::Clock::now_ms(&SystemClock));
     let mut config = config;

@@ -1,7 +1,8 @@
 //! The `baton` command line: argument parsing and wiring, nothing else.
 //!
 //! Exit codes of `baton run`: 0 `completed`, 2 `compensated`, 3 `failed`, 4 waiting for a
-//! signal nothing can send, 1 for usage or definition errors. Other commands exit 0 on success and 1 on any problem.
+//! signal nothing can send, 1 for usage or definition errors. Other commands exit 0 on success and 1 on any problem
+//! (a server that refuses the token included).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -54,6 +55,66 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The API token: what `baton serve` requires and what the commands that talk to it send.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TokenArgs {
+    /// The API token. `baton serve` then requires `Authorization: Bearer TOKEN` on every
+    /// request but GET /healthz; the commands that talk to a server send it. Prefer
+    /// BATON_TOKEN or --token-file: a command line is visible to every user of the machine.
+    #[arg(long, env = "BATON_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Read the API token from this file (its contents, trimmed), as --token would take it.
+    #[arg(long, env = "BATON_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token, from `--token` or the file of `--token-file`; `None` when neither is given.
+    pub fn read(&self) -> anyhow::Result<Option<String>> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => {
+                bail!("give the token once: --token (or BATON_TOKEN), or --token-file (or BATON_TOKEN_FILE), not both")
+            }
+            (Some(token), None) => {
+                let token = token.trim();
+                if token.is_empty() {
+                    bail!("--token (or BATON_TOKEN) is empty: give the token, or leave it out");
+                }
+                Ok(Some(token.to_owned()))
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "cannot read the token file {} (--token-file): does it exist, and may this user read it?",
+                        path.display()
+                    )
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    bail!("the token file {} (--token-file) is empty: write the token in it", path.display());
+                }
+                Ok(Some(token.to_owned()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// [`TokenArgs::read`], checked: a token that can travel in an `Authorization` header.
+    pub fn token(&self) -> anyhow::Result<Option<crate::api::Token>> {
+        self.read()?.map(|t| crate::api::Token::new(&t)).transpose().map_err(anyhow::Error::msg)
+    }
+}
+
+/// Where a command finds a running `baton serve`: its URL and its token.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// The running `baton serve` to talk to.
+    #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
+    pub server: String,
+    #[command(flatten)]
+    pub auth: TokenArgs,
 }
 
 /// How long finished sagas are kept: a duration, or `forever`.
@@ -141,6 +202,16 @@ pub enum Command {
         /// ends: a duration such as 7d or 12h, or `forever`.
         #[arg(long, env = "BATON_RETAIN", default_value = "7d", value_parser = parse_retain)]
         retain: Retain,
+        #[command(flatten)]
+        auth: TokenArgs,
+        /// Serve without a token on an address other machines can reach (--listen 0.0.0.0:...),
+        /// for a host behind something that authenticates every request. Logged as a warning.
+        #[arg(long, env = "BATON_INSECURE")]
+        insecure: bool,
+        /// A PEM file of CA certificates to check a rediss:// server's certificate against,
+        /// instead of the built-in roots: for a Redis with a private or self-signed certificate.
+        #[arg(long, env = "BATON_REDIS_CA", value_name = "PATH")]
+        redis_ca: Option<PathBuf>,
     },
     /// Start a saga on a running `baton serve`.
     ///
@@ -157,9 +228,8 @@ pub enum Command {
         /// Wait for the saga to end.
         #[arg(long)]
         wait: bool,
-        /// The running `baton serve` to talk to.
-        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
-        server: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Show one saga of a running `baton serve`: a line per step on a terminal, the JSON
     /// record with --json or when piped.
@@ -169,9 +239,8 @@ pub enum Command {
         /// Print the JSON record even on a terminal.
         #[arg(long)]
         json: bool,
-        /// The running `baton serve` to talk to.
-        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
-        server: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Print what happened to a saga of a running `baton serve`, oldest first.
     History {
@@ -180,9 +249,8 @@ pub enum Command {
         /// Print JSON even on a terminal.
         #[arg(long)]
         json: bool,
-        /// The running `baton serve` to talk to.
-        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
-        server: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Send a signal to a saga of a running `baton serve` (a user's reply, an approval).
     ///
@@ -195,9 +263,8 @@ pub enum Command {
         /// The payload: JSON text, or @FILE [default: null].
         #[arg(long)]
         data: Option<String>,
-        /// The running `baton serve` to talk to.
-        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
-        server: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Stop a running saga of a running `baton serve` and compensate what it did.
     Cancel {
@@ -206,17 +273,15 @@ pub enum Command {
         /// Why, for the saga's history.
         #[arg(long)]
         reason: Option<String>,
-        /// The running `baton serve` to talk to.
-        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
-        server: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Try the failed compensations of a `failed` saga again, once the cause is fixed.
     Retry {
         /// The saga's id.
         id: String,
-        /// The running `baton serve` to talk to.
-        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
-        server: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// List the sagas of a running `baton serve`, newest first: a table on a terminal, JSON
     /// with --json or when piped.
@@ -230,9 +295,8 @@ pub enum Command {
         /// Print JSON even on a terminal.
         #[arg(long)]
         json: bool,
-        /// The running `baton serve` to talk to.
-        #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:7600")]
-        server: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Measure throughput and latency: run a host in this process and keep sagas in flight.
     ///
@@ -272,6 +336,8 @@ pub enum Command {
         /// this process (--mode and the plugin flags then do not apply).
         #[arg(long, conflicts_with_all = ["mode", "data"])]
         server: Option<String>,
+        #[command(flatten)]
+        auth: TokenArgs,
         /// Repeat the measurement this many times (each on a fresh store) and report the
         /// medians.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -341,7 +407,20 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             run(&cli, workflow, input, id.clone(), signals, *json).await
         }
         Command::Check => check(&cli).await,
-        Command::Serve { redis, transport, prefix, data, listen, role, concurrency, visibility_timeout, retain } => {
+        Command::Serve {
+            redis,
+            transport,
+            prefix,
+            data,
+            listen,
+            role,
+            concurrency,
+            visibility_timeout,
+            retain,
+            auth,
+            insecure,
+            redis_ca,
+        } => {
             let config = crate::serve::Config {
                 plugins: cli.plugins.clone(),
                 workflows: cli.workflows.clone(),
@@ -357,16 +436,23 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
                 retain: retain.0,
+                token: auth.token()?,
+                insecure: *insecure,
+                redis_ca: redis_ca.clone(),
             };
             serve(config, listen).await
         }
-        Command::Start { workflow, input, id, wait, server } => start(workflow, input, id.clone(), *wait, server).await,
+        Command::Start { workflow, input, id, wait, server } => {
+            start(workflow, input, id.clone(), *wait, &client::Server::new(server)?).await
+        }
         Command::Status { id, json, server } => {
+            let server = &client::Server::new(server)?;
             let saga = client::get(server, &format!("/v1/sagas/{}", client::encode(id))).await?.0;
             print_saga(&saga, *json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::History { id, json, server } => {
+            let server = &client::Server::new(server)?;
             let history = client::get(server, &format!("/v1/sagas/{}/history", client::encode(id))).await?.0;
             if *json || !stdout_is_terminal() {
                 crate::outln!("{}", serde_json::to_string_pretty(&history)?);
@@ -378,6 +464,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Signal { id, name, data, server } => {
+            let server = &client::Server::new(server)?;
             let payload = match data {
                 Some(d) => read_json("--data", d)?,
                 None => Value::Null,
@@ -388,6 +475,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cancel { id, reason, server } => {
+            let server = &client::Server::new(server)?;
             let body = serde_json::json!({ "reason": reason.clone().unwrap_or_else(|| "cancelled with baton cancel".to_owned()) });
             let saga = client::post(server, &format!("/v1/sagas/{}/cancel", client::encode(id)), &body).await?;
             match saga["status"].as_str().unwrap_or("?") {
@@ -397,6 +485,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry { id, server } => {
+            let server = &client::Server::new(server)?;
             let saga = client::post(server, &format!("/v1/sagas/{}/retry", client::encode(id)), &Value::Null).await?;
             eprintln!(
                 "saga {id} is {}: its failed compensations are being tried again",
@@ -405,6 +494,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::List { status, limit, json, server } => {
+            let server = &client::Server::new(server)?;
             let mut path = format!("/v1/sagas?limit={limit}");
             if let Some(s) = status {
                 path.push_str(&format!("&status={}", client::encode(s)));
@@ -435,6 +525,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             worker_concurrency,
             data,
             server,
+            auth,
             runs,
             json,
         } => {
@@ -457,6 +548,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 worker_concurrency: *worker_concurrency,
                 data: data.clone(),
                 server: server.clone(),
+                token: if server.is_some() { auth.token()? } else { None },
                 progress: !*json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
             bench(&cli, config, *runs, *json).await
@@ -689,6 +781,15 @@ fn exit_code(status: SagaStatus) -> ExitCode {
 }
 
 async fn serve(config: crate::serve::Config, listen: &str) -> anyhow::Result<ExitCode> {
+    // Before the plugins load: a host that may not serve here says so at once. `run` checks
+    // the address it got again.
+    let addrs = tokio::net::lookup_host(listen).await.with_context(|| {
+        format!("--listen {listen:?} is not an address to listen on: write HOST:PORT, e.g. 127.0.0.1:7600")
+    })?;
+    for addr in addrs {
+        crate::serve::check_listen(addr, config.token.is_some(), config.insecure)
+            .with_context(|| format!("--listen {listen}"))?;
+    }
     let host = crate::serve::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen}: is another baton running? choose another with --listen (port 0 picks a free one)")
@@ -717,7 +818,13 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn start(workflow: &str, input: &str, id: Option<String>, wait: bool, server: &str) -> anyhow::Result<ExitCode> {
+async fn start(
+    workflow: &str,
+    input: &str,
+    id: Option<String>,
+    wait: bool,
+    server: &client::Server,
+) -> anyhow::Result<ExitCode> {
     let input = read_input(input)?;
     // The id is chosen here, not by the server, so that a start retried after a 503 (or a
     // lost answer) can never create a second saga.
@@ -763,6 +870,42 @@ mod client {
     use anyhow::{Context as _, bail};
     use serde_json::Value;
 
+    /// A running `baton serve`: where it is, and the token to send it.
+    pub struct Server {
+        url: String,
+        token: Option<crate::api::Token>,
+        http: reqwest::Client,
+    }
+
+    impl Server {
+        /// From `--server` and `--token` / `--token-file`.
+        pub fn new(args: &super::ServerArgs) -> anyhow::Result<Server> {
+            let token = args.auth.token()?;
+            Ok(Server { url: args.server.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() })
+        }
+
+        fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+            let r = self.http.request(method, format!("{}{path}", self.url));
+            match &self.token {
+                Some(token) => r.bearer_auth(token.as_str()),
+                None => r,
+            }
+        }
+    }
+
+    /// What to say when `server` answers 401, and so whether a token was sent.
+    fn refused(server: &str, sent: bool) -> String {
+        if sent {
+            format!(
+                "{server} refused the token: pass the one its `baton serve` was started with (--token, BATON_TOKEN or --token-file)"
+            )
+        } else {
+            format!(
+                "{server} requires a token: pass the one its `baton serve` was started with (--token, BATON_TOKEN or --token-file)"
+            )
+        }
+    }
+
     /// Percent-encode a path segment or query value.
     pub fn encode(s: &str) -> String {
         s.bytes()
@@ -779,19 +922,24 @@ mod client {
         error: anyhow::Error,
     }
 
-    async fn answer(server: &str, r: reqwest::Result<reqwest::Response>) -> Result<(Value, Option<String>), Failed> {
+    async fn answer(server: &Server, r: reqwest::Result<reqwest::Response>) -> Result<(Value, Option<String>), Failed> {
+        let url = &server.url;
         let r = r
             .with_context(|| {
-                format!("cannot reach baton at {server}: is `baton serve` running there? (--server, BATON_SERVER)")
+                format!("cannot reach baton at {url}: is `baton serve` running there? (--server, BATON_SERVER)")
             })
             .map_err(|error| Failed { status: None, error })?;
         let status = r.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            let error = anyhow::anyhow!("{} (HTTP 401, unauthorized)", refused(url, server.token.is_some()));
+            return Err(Failed { status: Some(401), error });
+        }
         let retain = r.headers().get(crate::api::RETAIN_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let failed = |error| Failed { status: Some(status.as_u16()), error };
         let body: Value = r
             .json()
             .await
-            .with_context(|| format!("{server} answered {status} with something that is not JSON"))
+            .with_context(|| format!("{url} answered {status} with something that is not JSON"))
             .map_err(failed)?;
         if !status.is_success() {
             let code = body["error"]["code"].as_str().unwrap_or("error");
@@ -802,10 +950,9 @@ mod client {
     }
 
     /// POST once (a signal sent twice would be queued twice).
-    pub async fn post(server: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", server.trim_end_matches('/'));
-        let r = reqwest::Client::new()
-            .post(url)
+    pub async fn post(server: &Server, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let r = server
+            .request(reqwest::Method::POST, path)
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
@@ -814,9 +961,8 @@ mod client {
     }
 
     /// GET: the body, and the `baton-retain` header when the server sent one.
-    pub async fn get(server: &str, path: &str) -> anyhow::Result<(Value, Option<String>)> {
-        let url = format!("{}{path}", server.trim_end_matches('/'));
-        answer(server, reqwest::Client::new().get(url).send().await).await.map_err(|f| f.error)
+    pub async fn get(server: &Server, path: &str) -> anyhow::Result<(Value, Option<String>)> {
+        answer(server, server.request(reqwest::Method::GET, path).send().await).await.map_err(|f| f.error)
     }
 
     /// How long `post_retrying` waits before each new try after a 503.
@@ -824,12 +970,10 @@ mod client {
 
     /// POST, tried again with backoff while the server answers 503 (its store is away): the
     /// body carries an id, so a retry never starts a second saga.
-    pub async fn post_retrying(server: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", server.trim_end_matches('/'));
-        let http = reqwest::Client::new();
+    pub async fn post_retrying(server: &Server, path: &str, body: &Value) -> anyhow::Result<Value> {
         let mut delays = RETRY_DELAYS_MS.iter();
         loop {
-            match answer(server, http.post(&url).json(body).send().await).await {
+            match answer(server, server.request(reqwest::Method::POST, path).json(body).send().await).await {
                 Ok((body, _)) => return Ok(body),
                 Err(Failed { status: Some(503), error }) => match delays.next() {
                     Some(&ms) => {

@@ -5,8 +5,17 @@
 //! drives the orchestrator and the worker pool, and stops gracefully when `shutdown`
 //! completes. `main` binds `--listen` and waits for SIGINT/SIGTERM; tests bind `127.0.0.1:0`
 //! and stop the host with a channel, in process, so no test races another for a port.
+//!
+//! # Who may talk to it
+//!
+//! With [`Config::token`] every route but `GET /healthz` requires `Authorization: Bearer
+//! <token>` (see [`crate::api::require_token`]). Without one, [`run`] serves only on a
+//! loopback address (127.0.0.0/8, `::1`): a host reachable from other machines with no token
+//! would let anyone there start, cancel and read sagas. [`Config::insecure`] lifts that rule
+//! (behind a proxy that authenticates, say), with a warning in the log.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +64,14 @@ pub struct Config {
     pub streams: StreamsConfig,
     /// How long finished sagas are kept; `None`: forever.
     pub retain: Option<Duration>,
+    /// The bearer token every API request but `GET /healthz` must carry; `None`: none, and
+    /// then the host serves on loopback addresses only (unless `insecure`).
+    pub token: Option<crate::api::Token>,
+    /// Serve without a token on an address other machines can reach.
+    pub insecure: bool,
+    /// A PEM file of CA certificates to check a `rediss://` server against, instead of the
+    /// built-in roots (a private or self-signed certificate).
+    pub redis_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -72,7 +89,29 @@ impl Config {
             concurrency: WorkerConfig::default().concurrency,
             streams: StreamsConfig::default(),
             retain: Some(DEFAULT_RETAIN),
+            token: None,
+            insecure: false,
+            redis_ca: None,
         }
+    }
+}
+
+/// Whether a host may serve on `addr`: yes on a loopback address (127.0.0.0/8, `::1`), or
+/// with a token, or when `insecure` says so; otherwise an error that says what to do.
+pub fn check_listen(addr: SocketAddr, token: bool, insecure: bool) -> anyhow::Result<()> {
+    if token || insecure || is_loopback(addr) {
+        return Ok(());
+    }
+    bail!(
+        "refusing to serve on {addr} without a token: any machine that reaches it could start, cancel and read sagas. Set a token with --token (or BATON_TOKEN, or --token-file), listen on 127.0.0.1, or pass --insecure if something in front of this host authenticates every request"
+    )
+}
+
+fn is_loopback(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        // `::ffff:127.0.0.1` is loopback too.
+        std::net::IpAddr::V6(ip) => ip.to_canonical().is_loopback(),
     }
 }
 
@@ -85,6 +124,8 @@ pub struct Host {
     role: Role,
     /// "embedded, data in .baton" / "distributed, Redis ...".
     mode: String,
+    token: Option<crate::api::Token>,
+    insecure: bool,
 }
 
 /// Load the plugins and workflows and connect the store and the bus. Plugins and workflows
@@ -94,6 +135,39 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
     let role = config.role;
     if config.redis.is_none() && role != Role::All {
         bail!("--role {role:?} needs --redis: an embedded host must both orchestrate and work");
+    }
+    let token = config.token.clone();
+    if let Some(path) = &config.redis_ca {
+        let Some(url) = config.redis.as_deref() else {
+            bail!("--redis-ca {} needs --redis: it is the CA of a Redis reached over TLS", path.display());
+        };
+        if !crate::redis_conn::is_tls(url) {
+            bail!(
+                "--redis-ca {} applies to TLS only, and {} is not a TLS URL: write rediss://",
+                path.display(),
+                crate::store::redis::redact(url)
+            );
+        }
+        let pem = std::fs::read(path).with_context(|| {
+            format!("cannot read the --redis-ca file {} (a PEM file of CA certificates)", path.display())
+        })?;
+        use rustls::pki_types::pem::PemObject as _;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("the --redis-ca file {} is not valid PEM", path.display()))?;
+        if certs.is_empty() {
+            bail!(
+                "the --redis-ca file {} holds no certificate: give a PEM file with one or more `-----BEGIN CERTIFICATE-----` blocks",
+                path.display()
+            );
+        }
+        crate::redis_conn::trust_ca(url, pem);
+    }
+    if let Some(url) = config.redis.as_deref().filter(|u| crate::redis_conn::is_tls(u) && u.ends_with("#insecure")) {
+        tracing::warn!(
+            "WARNING: {} ends in #insecure: the Redis server's certificate is not checked, so anyone on the network path can pose as it and read or change every saga; give its CA with --redis-ca instead",
+            crate::store::redis::redact(url)
+        );
     }
     let runtime = if role.works() {
         let mut runtime = Runtime::new(config.runtime.clone())?;
@@ -158,7 +232,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
         worker: WorkerConfig { concurrency: config.concurrency },
         retain: config.retain,
     };
-    Ok(Host { parts, role, mode })
+    Ok(Host { parts, role, mode, token, insecure: config.insecure })
 }
 
 /// Serve `host` on `listener` until `shutdown` completes, then stop taking work, let what is
@@ -168,13 +242,24 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     host: Host,
 ) -> anyhow::Result<()> {
-    let Host { parts, role, mode } = host;
-    let node = Node::start(parts, role);
+    let Host { parts, role, mode, token, insecure } = host;
     let addr = listener.local_addr()?;
-    // A worker-only host serves its health check alone: it holds no saga to show.
-    let router =
-        if role.orchestrates() { crate::api::router(node.orchestrator.clone()) } else { crate::api::health_router() };
-    eprintln!("baton: serving on http://{addr} ({mode}, role {role:?})");
+    check_listen(addr, token.is_some(), insecure)?;
+    if token.is_none() && !is_loopback(addr) {
+        tracing::warn!(
+            "WARNING: serving on {addr} with no token (--insecure): anyone who reaches this address can start, cancel and read sagas; set --token unless something in front authenticates every request"
+        );
+    }
+    let backends = crate::api::Backends { store: parts.store.clone(), bus: parts.bus.clone() };
+    let node = Node::start(parts, role);
+    // A worker-only host serves its probes alone: it holds no saga to show.
+    let router = if role.orchestrates() {
+        crate::api::router(node.orchestrator.clone(), backends, token.clone())
+    } else {
+        crate::api::health_router(backends, token.clone())
+    };
+    let auth = if token.is_some() { "token required" } else { "no token" };
+    eprintln!("baton: serving on http://{addr} ({mode}, role {role:?}, {auth})");
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(async move {
         axum::serve(listener, router)

@@ -71,6 +71,7 @@ async fn commit_one(store: &dyn SagaStore, t: &Transition) -> Committed {
 
 /// Run every check against `store`, which must start empty.
 pub async fn saga_store(store: Arc<dyn SagaStore>) {
+    store.ping().await.expect("a store that works answers its ping (GET /readyz)");
     create_and_load(store.as_ref()).await;
     optimistic_concurrency(store.as_ref()).await;
     concurrent_writers_one_wins(store.clone()).await;
@@ -381,6 +382,7 @@ pub struct Guarantees {
 
 /// Run every check against `bus`, which must start empty.
 pub async fn event_bus(bus: Arc<dyn EventBus>, g: Guarantees) {
+    bus.ping().await.expect("a bus that works answers its ping (GET /readyz)");
     routes_by_command_name(bus.as_ref()).await;
     results_round_trip(bus.as_ref()).await;
     signals_round_trip(bus.as_ref()).await;

@@ -6,6 +6,7 @@
 //! integration tests of its own; `BATON_BIN` overrides the path.
 
 pub mod conformance;
+pub mod redis_server;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -54,7 +55,11 @@ pub fn baton() -> Command {
         .env("BATON_CACHE_DIR", cache_dir())
         .env("BATON_LOG", "warn")
         .env_remove("BATON_NO_CACHE")
-        .env_remove("BATON_MEMORY_LIMIT_MB");
+        .env_remove("BATON_MEMORY_LIMIT_MB")
+        .env_remove("BATON_TOKEN")
+        .env_remove("BATON_TOKEN_FILE")
+        .env_remove("BATON_INSECURE")
+        .env_remove("BATON_REDIS_CA");
     cmd
 }
 

@@ -25,6 +25,16 @@ impl Api {
         Api { url, http: reqwest::Client::new() }
     }
 
+    /// A client of the same host that sends `Authorization: Bearer <token>` with every
+    /// request (a host started with `--token`).
+    pub fn with_token(&self, token: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("a token that fits in a header");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        let http = reqwest::Client::builder().default_headers(headers).build().expect("an HTTP client");
+        Api { url: self.url.clone(), http }
+    }
+
     /// Start a saga; `None` when the server did not answer (it may be dying).
     pub async fn start_saga(&self, workflow: &str, id: &str, input: &Value) -> Option<(u16, Value)> {
         let body = json!({"workflow": workflow, "id": id, "input": input});
@@ -181,9 +191,16 @@ impl Server {
     /// `baton serve` with `args` on a port the OS picks, once its API answers. Its stderr is
     /// passed through to the test's, after the line that says where it listens.
     pub async fn start(args: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", args).await.0
+    }
+
+    /// `baton serve --listen <listen>` with `args`, once its API answers, and what it wrote
+    /// on stderr up to the line that says where it listens (warnings included). A wildcard
+    /// address (`0.0.0.0`, `[::]`) is reached on loopback.
+    pub async fn start_on(listen: &str, args: &[&str]) -> (Server, String) {
         let mut child = crate::baton()
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env("BATON_LOG", "warn")
             .stdout(Stdio::null())
@@ -194,25 +211,37 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            let mut before = String::new();
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
                 match line.split_once("serving on http://") {
                     Some((_, rest)) if tx.is_some() => {
                         let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
-                        let _ = tx.take().map(|tx| tx.send(addr));
+                        let _ = tx.take().map(|tx| tx.send((addr, std::mem::take(&mut before))));
                     }
-                    _ => eprintln!("{line}"),
+                    _ => {
+                        if tx.is_some() {
+                            before.push_str(&line);
+                            before.push('\n');
+                        }
+                        eprintln!("{line}")
+                    }
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+        let (addr, before) = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
             let _ = child.kill();
             panic!("baton serve did not say where it listens within 60s (see its stderr above)")
         });
+        let addr = match addr.rsplit_once(':') {
+            Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+            Some(("[::]", port)) => format!("[::1]:{port}"),
+            _ => addr,
+        };
         let server = Server { child, api: Api::new(format!("http://{addr}")) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if server.http.get(format!("{}/healthz", server.url)).send().await.is_ok() {
-                return server;
+                return (server, before);
             }
             assert!(Instant::now() < deadline, "baton serve did not answer on {addr} within 30s");
             tokio::time::sleep(Duration::from_millis(20)).await;

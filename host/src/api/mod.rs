@@ -9,13 +9,21 @@
 //! | `POST /v1/sagas/{id}/signals/{name}` (body: the JSON payload) | send a signal: 202 and the saga; 404 for an unknown saga, 409 for one that has ended |
 //! | `POST /v1/sagas/{id}/cancel` `{"reason"?}` | stop a running saga and compensate what it did: 202; 409 unless it is running |
 //! | `POST /v1/sagas/{id}/retry` | try a `failed` saga's failed compensations again: 202; 409 unless it is failed |
-//! | `GET /healthz` | 200 when the host is up (worker-only hosts serve this alone) |
+//! | `GET /readyz` | 200 `{"store": "ok", "bus": "ok"}` when both answer within [`READY_TIMEOUT`], 503 `not_ready` naming the one that does not |
+//! | `GET /healthz` | 200 when the process is up; never asks for a token (worker-only hosts serve this and `/readyz`) |
 //!
 //! Every error, whatever produced it (a handler, an extractor, the body limit, an unknown
 //! route or method), is JSON, `{"error": {"code", "message"}}`: a 4xx for what the caller can
 //! fix, a 5xx for what it cannot. A 503 means the store is unreachable; it says which store,
 //! and that a start retried with the same `id` is safe.
+//!
+//! # The token
+//!
+//! A host started with a [`Token`] (`baton serve --token`) answers every request but
+//! `GET /healthz` with 401 `unauthorized` and `WWW-Authenticate: Bearer realm="baton"` unless
+//! it carries `Authorization: Bearer <token>`; see [`require_token`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -28,9 +36,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::bus::{BusError, EventBus};
 use crate::model::SagaStatus;
 use crate::orchestrator::{ControlError, Orchestrator, StartError};
-use crate::store::StoreError;
+use crate::store::{SagaStore, StoreError};
 
 /// Longest a `GET ?wait=` may hold a request.
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -77,8 +86,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The routes, over an orchestrator.
-pub fn router(orchestrator: Orchestrator) -> Router {
+/// What `GET /readyz` checks: the store and the bus of this host.
+#[derive(Clone)]
+pub struct Backends {
+    pub store: Arc<dyn SagaStore>,
+    pub bus: Arc<dyn EventBus>,
+}
+
+/// The routes, over an orchestrator, with the readiness probe over `backends` and, with a
+/// `token`, every route but `GET /healthz` behind it.
+pub fn router(orchestrator: Orchestrator, backends: Backends, token: Option<Token>) -> Router {
     let routes = Router::new()
         .route("/v1/sagas", get(list).post(start))
         .route("/v1/sagas/{id}", get(get_one))
@@ -87,17 +104,57 @@ pub fn router(orchestrator: Orchestrator) -> Router {
         .route("/v1/sagas/{id}/cancel", post(cancel))
         .route("/v1/sagas/{id}/retry", post(retry))
         .with_state(orchestrator)
+        .route("/readyz", get(readyz).with_state(backends))
         .route("/healthz", get(healthz));
-    with_json_errors(routes)
+    secured(with_json_errors(routes), token)
 }
 
-/// The routes of a host that only runs workers: a health check for its supervisor.
-pub fn health_router() -> Router {
-    with_json_errors(Router::new().route("/healthz", get(healthz)))
+/// The routes of a host that only runs workers: the liveness and readiness probes for its
+/// supervisor.
+pub fn health_router(backends: Backends, token: Option<Token>) -> Router {
+    let routes = Router::new().route("/readyz", get(readyz).with_state(backends)).route("/healthz", get(healthz));
+    secured(with_json_errors(routes), token)
 }
 
+/// Liveness: the process is up and serving. It checks nothing else, so a supervisor that
+/// restarts on its failure never restarts a host because Redis is away (`/readyz` says that).
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// Longest `GET /readyz` waits for the store and for the bus (both at once): a Redis that
+/// hangs makes the probe answer 503 in this time, not hang it.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readiness: the store and the bus both answer a ping within [`READY_TIMEOUT`].
+async fn readyz(State(b): State<Backends>) -> Response {
+    let timed_out = || format!("no answer within {READY_TIMEOUT:?}");
+    let (store, bus) = tokio::join!(
+        tokio::time::timeout(READY_TIMEOUT, b.store.ping()),
+        tokio::time::timeout(READY_TIMEOUT, b.bus.ping()),
+    );
+    let store = match store {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(StoreError::Unavailable(why))) => Err(why),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(timed_out()),
+    };
+    let bus = match bus {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(BusError::Unavailable(why))) => Err(why),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(timed_out()),
+    };
+    if store.is_ok() && bus.is_ok() {
+        return Json(json!({"store": "ok", "bus": "ok"})).into_response();
+    }
+    let part = |name: &str, r: &Result<(), String>| match r {
+        Ok(()) => format!("{name} ok"),
+        Err(why) => format!("{name} unavailable: {why}"),
+    };
+    let message = format!("{}; {}", part("store", &store), part("bus", &bus));
+    tracing::info!("not ready: {message}");
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message).into_response()
 }
 
 /// The layers every router shares: the body limit, a JSON 404 for unknown routes, and JSON
@@ -109,12 +166,106 @@ fn with_json_errors(routes: Router) -> Router {
         .layer(axum::middleware::map_response(json_errors))
 }
 
+/// The bearer token a host requires (`baton serve --token`). Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct Token(Arc<str>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+impl Token {
+    /// A token, once it is known to fit in an HTTP header: 1 or more visible ASCII
+    /// characters, no spaces (`openssl rand -hex 32` makes a good one).
+    pub fn new(text: &str) -> Result<Token, String> {
+        if text.is_empty() {
+            return Err("the token is empty: pass one, e.g. --token \"$(openssl rand -hex 32)\"".to_owned());
+        }
+        if let Some(c) = text.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(format!(
+                "the token holds {c:?}, which cannot travel in an Authorization header: use visible ASCII characters without spaces (e.g. `openssl rand -hex 32`)"
+            ));
+        }
+        Ok(Token(text.into()))
+    }
+
+    /// The token itself, for a client to send.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `given` is the token, in time that does not depend on where they differ
+    /// (nor on their lengths: both are hashed first), so that timing the answers cannot
+    /// find the token a character at a time.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        use sha2::Digest as _;
+        let (a, b) = (sha2::Sha256::digest(self.0.as_bytes()), sha2::Sha256::digest(given));
+        let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+/// Put `routes` behind `token`, when there is one.
+fn secured(routes: Router, token: Option<Token>) -> Router {
+    match token {
+        Some(token) => routes.layer(axum::middleware::from_fn_with_state(token, require_token)),
+        None => routes,
+    }
+}
+
+/// The token check, in front of everything else (the router's 404 and 405 included): a
+/// request to any path but `/healthz` without `Authorization: Bearer <token>` gets 401.
+///
+/// An unknown route answers 401 too, not 404, until the caller has shown the token: an
+/// unauthenticated caller learns nothing about the API, not even which paths exist (or
+/// which version of Baton answers). With the token, it gets the usual 404 `unknown_route`
+/// and its list of routes. `/healthz` stays open for any method, so a load balancer or
+/// supervisor needs no secret to see that the process is up; it says nothing else.
+pub async fn require_token(
+    State(token): State<Token>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    let given = request.headers().get(header::AUTHORIZATION).map(|v| {
+        let v = v.as_bytes();
+        // The scheme is case-insensitive (RFC 9110); the token follows one space.
+        match v.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => Some(v[7..].trim_ascii()),
+            _ => None,
+        }
+    });
+    let (challenge, message) = match given {
+        Some(Some(t)) if token.matches(t) => return next.run(request).await,
+        None => (
+            r#"Bearer realm="baton""#,
+            "this host requires a token: send `Authorization: Bearer <token>`, the token `baton serve` was started with (--token, BATON_TOKEN or --token-file); the CLI sends it from the same flags",
+        ),
+        Some(None) => (
+            r#"Bearer realm="baton", error="invalid_request""#,
+            "the Authorization header is not `Bearer <token>`: send the token `baton serve` was started with (--token, BATON_TOKEN or --token-file)",
+        ),
+        Some(Some(_)) => (
+            r#"Bearer realm="baton", error="invalid_token""#,
+            "the token is not this host's: send the one `baton serve` was started with (--token, BATON_TOKEN or --token-file)",
+        ),
+    };
+    tracing::debug!(path = request.uri().path(), "refused a request without the right token");
+    let mut response = ApiError(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned()).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         "unknown_route",
         format!(
-            "no route {method} {}: the API is POST/GET /v1/sagas, GET /v1/sagas/{{id}}, GET /v1/sagas/{{id}}/history, POST /v1/sagas/{{id}}/signals/{{name}}, POST /v1/sagas/{{id}}/cancel, POST /v1/sagas/{{id}}/retry and GET /healthz",
+            "no route {method} {}: the API is POST/GET /v1/sagas, GET /v1/sagas/{{id}}, GET /v1/sagas/{{id}}/history, POST /v1/sagas/{{id}}/signals/{{name}}, POST /v1/sagas/{{id}}/cancel, POST /v1/sagas/{{id}}/retry, GET /readyz and GET /healthz",
             uri.path()
         ),
     )

@@ -145,4 +145,9 @@ impl EventBus for MemoryBus {
     fn durable(&self) -> bool {
         false
     }
+
+    /// In this process: always there.
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }

@@ -117,4 +117,9 @@ pub trait EventBus: Send + Sync + 'static {
     /// consumers until someone acknowledges it (Redis Streams). When false, a restarted
     /// orchestrator sends again the command each unfinished saga waits on.
     fn durable(&self) -> bool;
+
+    /// Whether the bus answers now: `Ok` when messages can be sent, the reason otherwise.
+    /// Cheap (one round trip at most): `GET /readyz` calls it. The caller bounds how long it
+    /// may take.
+    async fn ping(&self) -> Result<(), BusError>;
 }

@@ -174,4 +174,9 @@ impl EventBus for RedisPubSubBus {
     fn durable(&self) -> bool {
         false
     }
+
+    /// `PING` on the connection messages are published on.
+    async fn ping(&self) -> Result<(), BusError> {
+        redis::cmd("PING").query_async::<()>(&mut self.con.clone()).await.map_err(unavailable)
+    }
 }

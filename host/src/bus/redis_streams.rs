@@ -332,4 +332,9 @@ impl EventBus for RedisStreamsBus {
     fn durable(&self) -> bool {
         true
     }
+
+    /// `PING` on the connection commands and results are sent on.
+    async fn ping(&self) -> Result<(), BusError> {
+        redis::cmd("PING").query_async::<()>(&mut self.con.clone()).await.map_err(unavailable)
+    }
 }

@@ -176,4 +176,9 @@ impl SagaStore for MemoryStore {
             .or_insert_with(|| outcome.clone());
         Ok(())
     }
+
+    /// In this process: always there.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -208,4 +208,9 @@ pub trait SagaStore: Send + Sync + 'static {
     /// than at once (the embedded store does, see there): it is never later than the commit
     /// of the saga transition that consumes the outcome.
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError>;
+
+    /// Whether the store answers now: `Ok` when it can take reads and writes, the reason
+    /// otherwise. Cheap (one round trip at most) and read-only: `GET /readyz` calls it. The
+    /// caller bounds how long it may take.
+    async fn ping(&self) -> Result<(), StoreError>;
 }

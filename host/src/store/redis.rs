@@ -501,4 +501,9 @@ impl SagaStore for RedisStore {
     async fn record_outcome(&self, command: &str, idempotency_key: &str, outcome: &Outcome) -> Result<(), StoreError> {
         self.record_outcomes(&[(command, idempotency_key, outcome)]).await
     }
+
+    /// `PING` on the shared connection.
+    async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING").query_async::<()>(&mut self.con.clone()).await.map_err(|e| self.unavailable(e))
+    }
 }

@@ -1141,6 +1141,20 @@ impl SagaStore for EmbeddedStore {
         }
         self.send(Write::Outcome { command: key.0, key: key.1, outcome })
     }
+
+    /// Ready while the writer and the applier run and the store takes writes (it refuses
+    /// them once the tables could not be written for a while: a full disk).
+    async fn ping(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.shared().failure() {
+            return Err(StoreError::Unavailable(why));
+        }
+        if self.inner.threads.iter().any(std::thread::JoinHandle::is_finished) {
+            return Err(StoreError::Unavailable(
+                "the store's writer or applier thread stopped; restart the host".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
