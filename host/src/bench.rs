@@ -206,7 +206,7 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
         bus,
         store,
         clock: Arc::new(SystemClock),
-        worker: WorkerConfig { concurrency: config.worker_concurrency },
+        worker: WorkerConfig { concurrency: config.worker_concurrency, ..WorkerConfig::default() },
         retain: None,
     };
     let node = Node::start(parts, Role::All);

@@ -191,9 +191,14 @@ pub enum Command {
         /// (runs plugins only).
         #[arg(long, value_enum, env = "BATON_ROLE", default_value = "all")]
         role: Role,
-        /// Commands a worker runs at once.
-        #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 64)]
+        /// Commands one plugin runs at once. Each plugin has slots of its own: one that loops
+        /// or waits never takes another's.
+        #[arg(long, env = "BATON_CONCURRENCY", default_value_t = crate::runtime::worker::DEFAULT_CONCURRENCY)]
         concurrency: usize,
+        /// The slots of one plugin, overriding --concurrency for it: NAME=N (the plugin's
+        /// file name without .wasm). Repeat for several.
+        #[arg(long = "plugin-concurrency", value_name = "NAME=N", value_parser = parse_plugin_concurrency)]
+        plugin_concurrency: Vec<(String, usize)>,
         /// Redis mode: how long a message may stay unacknowledged before another host takes
         /// it over (the recovery time after a host dies).
         #[arg(long, env = "BATON_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -326,8 +331,8 @@ pub enum Command {
         /// Redis for --mode redis (a fresh key prefix is used, and deleted afterwards).
         #[arg(long, env = "BATON_REDIS", default_value = "redis://127.0.0.1:6379")]
         redis: String,
-        /// Commands the worker pool runs at once.
-        #[arg(long, default_value_t = 64)]
+        /// Commands each plugin runs at once.
+        #[arg(long, default_value_t = crate::runtime::worker::DEFAULT_CONCURRENCY)]
         worker_concurrency: usize,
         /// Data directory for --mode embedded (kept afterwards) [default: a fresh temporary one].
         #[arg(long)]
@@ -415,6 +420,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             role,
             concurrency,
+            plugin_concurrency,
             visibility_timeout,
             retain,
             auth,
@@ -430,7 +436,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 prefix: prefix.clone(),
                 data: data.clone(),
                 role: *role,
-                concurrency: *concurrency,
+                worker: WorkerConfig {
+                    concurrency: *concurrency,
+                    per_plugin: plugin_concurrency.iter().cloned().collect(),
+                },
                 streams: crate::bus::redis_streams::StreamsConfig {
                     visibility_timeout: *visibility_timeout,
                     ..Default::default()
@@ -612,6 +621,19 @@ fn load_workflows(dir: &Path, known: &[String]) -> anyhow::Result<(Catalog, Vec<
             dir.display()
         )
     })
+}
+
+/// `NAME=N` of `--plugin-concurrency`.
+fn parse_plugin_concurrency(text: &str) -> Result<(String, usize), String> {
+    let (name, n) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=N (e.g. payment=4: the plugin's file name without .wasm)"))?;
+    let n: usize =
+        n.trim().parse().map_err(|_| format!("{n:?} in {text:?} is not a number of slots (e.g. payment=4)"))?;
+    if name.trim().is_empty() || n == 0 {
+        return Err(format!("{text:?}: give a plugin name and at least one slot (e.g. payment=4)"));
+    }
+    Ok((name.trim().to_owned(), n))
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

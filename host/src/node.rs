@@ -62,6 +62,7 @@ impl Node {
     /// Start the loops of `role`.
     pub fn start(parts: Parts, role: Role) -> Node {
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let clock = parts.clock.clone();
         let orchestrator =
             Orchestrator::new(parts.workflows, parts.store.clone(), parts.bus.clone(), parts.clock, parts.retain);
         let mut tasks = Vec::new();
@@ -72,7 +73,7 @@ impl Node {
         }
         if role.works() {
             let runtime = parts.runtime.expect("a worker node needs a plugin runtime");
-            tasks.push(tokio::spawn(worker::run(runtime, parts.bus, parts.store, parts.worker, shutdown_rx)));
+            tasks.push(tokio::spawn(worker::run(runtime, parts.bus, parts.store, clock, parts.worker, shutdown_rx)));
         }
         Node { orchestrator, shutdown, tasks }
     }

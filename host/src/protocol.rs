@@ -35,6 +35,19 @@ pub struct CommandMessage {
     pub meta: Meta,
     /// How long the worker may take, in milliseconds (the step's timeout).
     pub timeout_ms: u64,
+    /// When the orchestrator stops waiting for this attempt (ms since the epoch; 0: never).
+    /// A worker never starts a command at or after its deadline (it answers
+    /// [`codes::EXPIRED`]) and stops a run that reaches it, so that an attempt the saga has
+    /// given up on never takes effect unseen.
+    #[serde(default)]
+    pub deadline_ms: u64,
+}
+
+impl CommandMessage {
+    /// Whether the command's deadline has passed at `now` (ms since the epoch).
+    pub fn expired_at(&self, now: u64) -> bool {
+        self.deadline_ms != 0 && now >= self.deadline_ms
+    }
 }
 
 /// The failure codes the host itself gives a command, a contract that workflows branch on
@@ -43,6 +56,9 @@ pub struct CommandMessage {
 pub mod codes {
     /// No result within the step's timeout (a plugin still running is stopped). Retryable.
     pub const TIMEOUT: &str = "timeout";
+    /// The command reached a worker after its deadline and was not started (the attempt had
+    /// been given up on). Retryable: the next attempt has a deadline of its own.
+    pub const EXPIRED: &str = "expired";
     /// The plugin went past its memory limit. Permanent.
     pub const OUT_OF_MEMORY: &str = "out_of_memory";
     /// The plugin panicked; the message says where and why. Permanent.
@@ -61,6 +77,7 @@ pub mod codes {
     /// Every code above with whether a retry can help, for documentation and tests.
     pub const ALL: &[(&str, bool)] = &[
         (TIMEOUT, true),
+        (EXPIRED, true),
         (OUT_OF_MEMORY, false),
         (PLUGIN_PANICKED, false),
         (PLUGIN_TRAPPED, false),

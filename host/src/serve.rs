@@ -59,8 +59,8 @@ pub struct Config {
     /// Embedded mode's data directory.
     pub data: PathBuf,
     pub role: Role,
-    /// Commands the worker pool runs at once.
-    pub concurrency: usize,
+    /// The worker pools: commands each plugin runs at once.
+    pub worker: WorkerConfig,
     pub streams: StreamsConfig,
     /// How long finished sagas are kept; `None`: forever.
     pub retain: Option<Duration>,
@@ -86,7 +86,7 @@ impl Config {
             prefix: "baton".to_owned(),
             data,
             role: Role::All,
-            concurrency: WorkerConfig::default().concurrency,
+            worker: WorkerConfig::default(),
             streams: StreamsConfig::default(),
             retain: Some(DEFAULT_RETAIN),
             token: None,
@@ -229,7 +229,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
         bus,
         store,
         clock: Arc::new(SystemClock),
-        worker: WorkerConfig { concurrency: config.concurrency },
+        worker: config.worker.clone(),
         retain: config.retain,
     };
     Ok(Host { parts, role, mode, token, insecure: config.insecure })

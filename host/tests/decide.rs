@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use baton::model::{HistoryEvent, Saga, SagaStatus, StepStatus};
+use baton::model::{HistoryEvent, Phase, Saga, SagaStatus, StepStatus};
 use baton::orchestrator::decide::TIMEOUT_GRACE_MS;
 use baton::orchestrator::{Effect, Event, decide, new_saga, pending_timers};
 use baton::protocol::{CommandMessage, Failure, Outcome, ResultMessage};
@@ -179,6 +179,7 @@ fn a_v1_sequence_dispatches_with_deterministic_ids_and_a_deadline() {
     assert_eq!(c.meta.correlation_id, "s/reserve/forward/1");
     assert_eq!(c.meta.idempotency_key, "s/reserve/forward");
     assert_eq!(c.timeout_ms, 5_000);
+    assert_eq!(c.deadline_ms, T0 + 5_000, "a worker never starts it after this");
     assert_eq!(
         pending_timers(&h.saga),
         [(T0 + 5_000 + TIMEOUT_GRACE_MS, Event::Timer { id: "s/reserve/forward/1".into() })]
@@ -220,6 +221,32 @@ fn retries_then_compensates_in_reverse_with_compensate_input() {
 }
 
 #[test]
+fn a_step_whose_last_attempt_timed_out_is_undone_with_the_rest() {
+    let mut h = Harness::new(SEQUENCE, json!({"order_id": "o-1"}));
+    h.ok("reserve", json!({"reservation_id": "r-1"}));
+    h.ok("charge", json!({"payment_id": "p-1", "amount": 30}));
+    h.ok("log", json!({}));
+    // Three attempts, no answer: the parcel may or may not have been booked.
+    for _ in 0..10 {
+        if h.saga.status == SagaStatus::Compensating {
+            break;
+        }
+        h.advance(6_000);
+    }
+    let ship = h.saga.steps.iter().find(|s| s.path == "ship").unwrap();
+    assert_eq!((ship.status, ship.uncertain, ship.attempts), (StepStatus::Failed, true, 3));
+    assert_eq!(ship.seq, Some(3), "in the log after charge");
+    let cancel = h.pending("ship");
+    assert_eq!(cancel.name, "shipping.cancel", "undone first: it came last");
+    assert_eq!(cancel.payload, json!({"order_id": "o-1"}), "what the step was sent, since it never answered");
+    h.ok("ship", json!({"cancelled": false}));
+    assert_eq!(h.pending("charge").name, "payment.refund");
+    h.ok("charge", json!({}));
+    h.ok("reserve", json!({}));
+    assert_eq!(h.saga.status, SagaStatus::Compensated);
+}
+
+#[test]
 fn stale_results_and_timers_change_nothing() {
     let mut h = Harness::new(SEQUENCE, json!({"order_id": "o-1"}));
     let first = h.pending("reserve");
@@ -227,10 +254,26 @@ fn stale_results_and_timers_change_nothing() {
     assert_eq!(h.saga.steps[0].error.as_ref().unwrap().code, "timeout");
     h.advance(1_000);
     assert_eq!(h.saga.steps[0].attempts, 2);
+    assert!(h.saga.steps[0].uncertain, "the first attempt timed out: it may have taken effect");
     let late = ResultMessage { command: first.name.clone(), meta: first.meta.clone(), outcome: Outcome::Ok(json!({})) };
-    assert!(!h.feed(Event::Result(late)), "the first attempt's late result is stale");
-    assert!(!h.feed(Event::Timer { id: "s/reserve/forward/1".into() }), "so is its timer");
+    let waiting = h.saga.steps[0].waiting.clone();
+    let sent = h.sent.len();
+    // The first attempt's late result is kept in the history, and changes nothing else.
+    assert!(h.feed(Event::Result(late)));
+    assert_eq!(
+        h.history.last().map(|(_, e)| e.clone()),
+        Some(HistoryEvent::LateResult {
+            step: "reserve".into(),
+            phase: Phase::Forward,
+            attempt: 1,
+            outcome: "ok".into(),
+            message: String::new()
+        })
+    );
+    assert_eq!((&h.saga.steps[0].waiting, h.saga.steps[0].attempts, h.sent.len()), (&waiting, 2, sent));
+    assert!(!h.feed(Event::Timer { id: "s/reserve/forward/1".into() }), "its timer is stale");
     assert!(h.ok("reserve", json!({"reservation_id": "r"})));
+    assert!(!h.saga.steps[0].uncertain, "an answer to a later attempt ends the doubt");
 }
 
 #[test]

@@ -44,10 +44,11 @@ fn invoke_echo(c: &mut Criterion) {
             traceparent: None,
         },
         timeout_ms: 5_000,
+        deadline_ms: 0,
     };
     c.bench_function("runtime/invoke_echo", |b| {
         b.iter(|| {
-            let out = rt.block_on(runtime.invoke(&cmd));
+            let out = rt.block_on(runtime.invoke(&cmd, 0));
             assert!(matches!(out, Outcome::Ok(_)));
         })
     });
@@ -101,6 +102,7 @@ fn order_command() -> CommandMessage {
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         },
         timeout_ms: 5_000,
+        deadline_ms: 0,
     }
 }
 

@@ -35,6 +35,7 @@ fn with_timer(mut saga: Saga, due: u64) -> Saga {
         error: None,
         started_at: saga.created_at,
         ended_at: None,
+        uncertain: false,
         seq: None,
         compensation: None,
         waiting: Some(Waiting {
@@ -339,6 +340,7 @@ fn command(name: &str, n: usize) -> CommandMessage {
             traceparent: None,
         },
         timeout_ms: 1_000,
+        deadline_ms: 0,
     }
 }
 

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use baton::orchestrator::SystemClock;
 use baton::protocol::{CommandMessage, Meta, Outcome};
 use baton::runtime::worker::handle;
 use baton::runtime::{Runtime, RuntimeConfig};
@@ -33,6 +34,7 @@ fn command(name: &str, key: &str, attempt: u32, payload: Value) -> CommandMessag
             traceparent: None,
         },
         timeout_ms: 5_000,
+        deadline_ms: 0,
     }
 }
 
@@ -66,13 +68,13 @@ async fn a_duplicate_gets_the_recorded_outcome_without_running_again() {
 }
 
 async fn duplicate_is_answered_from_the_record(rt: &Runtime, store: &dyn SagaStore, name: &str) {
-    let first = handle(rt, store, command("testkit.echo", "k-1", 1, json!({"n": 1}))).await;
+    let first = handle(rt, store, &SystemClock, command("testkit.echo", "k-1", 1, json!({"n": 1}))).await;
     assert_eq!(first.outcome, Outcome::Ok(json!({"n": 1})), "{name}");
     // Same key, different payload: had the plugin run, it would echo {"n": 2}.
-    let dup = handle(rt, store, command("testkit.echo", "k-1", 1, json!({"n": 2}))).await;
+    let dup = handle(rt, store, &SystemClock, command("testkit.echo", "k-1", 1, json!({"n": 2}))).await;
     assert_eq!(dup.outcome, Outcome::Ok(json!({"n": 1})), "{name}: answered from the record");
     // Another key runs.
-    let other = handle(rt, store, command("testkit.echo", "k-2", 1, json!({"n": 3}))).await;
+    let other = handle(rt, store, &SystemClock, command("testkit.echo", "k-2", 1, json!({"n": 3}))).await;
     assert_eq!(other.outcome, Outcome::Ok(json!({"n": 3})), "{name}");
 }
 
@@ -87,16 +89,18 @@ async fn fatal_failures_are_recorded_and_retryable_ones_are_not() {
 
 async fn only_terminal_outcomes_are_recorded(rt: &Runtime, store: &dyn SagaStore, name: &str) {
     let flaky = json!({"code": "busy", "message": "later", "retryable": true, "succeed_on_attempt": 2});
-    let r1 = handle(rt, store, command("testkit.fail", "k-flaky", 1, flaky.clone())).await;
+    let r1 = handle(rt, store, &SystemClock, command("testkit.fail", "k-flaky", 1, flaky.clone())).await;
     assert!(matches!(&r1.outcome, Outcome::Err(f) if f.retryable), "{name}");
     assert_eq!(store.outcome("testkit.fail", "k-flaky").await.unwrap(), None, "{name}: retryable, not recorded");
-    let r2 = handle(rt, store, command("testkit.fail", "k-flaky", 2, flaky)).await;
+    let r2 = handle(rt, store, &SystemClock, command("testkit.fail", "k-flaky", 2, flaky)).await;
     assert_eq!(r2.outcome, Outcome::Ok(json!({"attempt": 2})), "{name}: the retry really ran");
 
     let fatal = json!({"code": "declined", "message": "no"});
-    let f1 = handle(rt, store, command("testkit.fail", "k-fatal", 1, fatal)).await;
+    let f1 = handle(rt, store, &SystemClock, command("testkit.fail", "k-fatal", 1, fatal)).await;
     assert!(matches!(&f1.outcome, Outcome::Err(f) if f.code == "declined" && !f.retryable), "{name}");
-    let f2 = handle(rt, store, command("testkit.fail", "k-fatal", 2, json!({"code": "x", "message": "y"}))).await;
+    let f2 =
+        handle(rt, store, &SystemClock, command("testkit.fail", "k-fatal", 2, json!({"code": "x", "message": "y"})))
+            .await;
     assert_eq!(f2.outcome, f1.outcome, "{name}: a fatal outcome is final for its key");
 }
 
@@ -119,6 +123,7 @@ async fn a_duplicate_on_redis_streams_is_answered_without_running_the_plugin() {
         Arc::new(runtime().await),
         bus.clone(),
         store,
+        Arc::new(SystemClock),
         baton::runtime::worker::WorkerConfig::default(),
         stopped,
     ));
@@ -138,7 +143,7 @@ async fn a_duplicate_on_redis_streams_is_answered_without_running_the_plugin() {
 async fn commands_the_runtime_does_not_know_fail_fatally_with_the_known_ones() {
     let rt = runtime().await;
     let store = MemoryStore::new();
-    let r = handle(&rt, &store, command("warp.drive", "k", 1, json!({}))).await;
+    let r = handle(&rt, &store, &SystemClock, command("warp.drive", "k", 1, json!({}))).await;
     let Outcome::Err(f) = r.outcome else { panic!() };
     assert_eq!(f.code, "unknown_command");
     assert!(!f.retryable);
@@ -149,7 +154,7 @@ async fn commands_the_runtime_does_not_know_fail_fatally_with_the_known_ones() {
 async fn a_payload_the_handler_cannot_read_fails_with_invalid_input() {
     let rt = runtime().await;
     let store = MemoryStore::new();
-    let r = handle(&rt, &store, command("testkit.panic", "k", 1, json!({"not_message": 1}))).await;
+    let r = handle(&rt, &store, &SystemClock, command("testkit.panic", "k", 1, json!({"not_message": 1}))).await;
     let Outcome::Err(f) = r.outcome else { panic!() };
     assert_eq!(f.code, "invalid_input");
     assert!(f.message.contains("missing field `message`"), "{}", f.message);
@@ -159,9 +164,9 @@ async fn a_payload_the_handler_cannot_read_fails_with_invalid_input() {
 async fn the_host_keeps_serving_after_a_plugin_traps() {
     let rt = runtime().await;
     let store = MemoryStore::new();
-    let r = handle(&rt, &store, command("testkit.panic", "k-p", 1, json!({"message": "down"}))).await;
+    let r = handle(&rt, &store, &SystemClock, command("testkit.panic", "k-p", 1, json!({"message": "down"}))).await;
     assert!(matches!(&r.outcome, Outcome::Err(f) if f.code == "plugin_panicked"));
     // Fresh instance per command: the next call is unaffected.
-    let ok = handle(&rt, &store, command("testkit.echo", "k-e", 1, json!({"still": "here"}))).await;
+    let ok = handle(&rt, &store, &SystemClock, command("testkit.echo", "k-e", 1, json!({"still": "here"}))).await;
     assert_eq!(ok.outcome, Outcome::Ok(json!({"still": "here"})));
 }

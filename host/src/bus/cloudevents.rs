@@ -7,7 +7,8 @@
 //!   "id": "<correlation id>", "subject": "payment.charge",
 //!   "datacontenttype": "application/json",
 //!   "transactionid": "...", "correlationid": "...", "idempotencykey": "...",
-//!   "data": { "payload": {...}, "step": "charge", "attempt": 1, "timeout_ms": 5000 } }
+//!   "data": { "payload": {...}, "step": "charge", "attempt": 1, "timeout_ms": 5000,
+//!             "deadline": "2026-12-01T11:45:09.123Z" } }
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,9 @@ struct CommandData {
     step: String,
     attempt: u32,
     timeout_ms: u64,
+    /// Never start the command at or after this time (RFC 3339); absent: no deadline.
+    #[serde(default, with = "crate::model::time::option", skip_serializing_if = "Option::is_none")]
+    deadline: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -88,6 +92,7 @@ pub fn encode_command(c: &CommandMessage) -> String {
         step: c.meta.step.clone(),
         attempt: c.meta.attempt,
         timeout_ms: c.timeout_ms,
+        deadline: (c.deadline_ms != 0).then_some(c.deadline_ms),
     };
     serde_json::to_string(&envelope(COMMAND_TYPE, &c.name, &c.meta, data)).expect("a command serialises")
 }
@@ -103,7 +108,13 @@ pub fn decode_command(text: &str) -> Result<CommandMessage, BusError> {
         ));
     }
     let meta = meta_of(&e, e.data.step.clone(), e.data.attempt);
-    Ok(CommandMessage { name: e.subject, payload: e.data.payload, meta, timeout_ms: e.data.timeout_ms })
+    Ok(CommandMessage {
+        name: e.subject,
+        payload: e.data.payload,
+        meta,
+        timeout_ms: e.data.timeout_ms,
+        deadline_ms: e.data.deadline.unwrap_or(0),
+    })
 }
 
 /// A result as CloudEvents JSON.
@@ -192,8 +203,13 @@ mod tests {
 
     #[test]
     fn commands_round_trip_with_cloudevents_attributes() {
-        let c =
-            CommandMessage { name: "payment.charge".into(), payload: json!({"a": 1}), meta: meta(), timeout_ms: 5_000 };
+        let c = CommandMessage {
+            name: "payment.charge".into(),
+            payload: json!({"a": 1}),
+            meta: meta(),
+            timeout_ms: 5_000,
+            deadline_ms: 1_796_125_509_123,
+        };
         let text = encode_command(&c);
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["specversion"], "1.0");

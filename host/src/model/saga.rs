@@ -211,6 +211,10 @@ pub struct Instance {
     pub started_at: u64,
     #[serde(default, with = "super::time::option", skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<u64>,
+    /// An attempt got no answer in time: it may have taken effect unseen. A failed step that
+    /// is uncertain is compensated with the rest (its compensation gets the step's input).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uncertain: bool,
     /// Its place in the compensation log: set when a step with a compensation completes.
     /// Compensation undoes the log from the highest number down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,9 +250,6 @@ pub struct BlockRun {
     /// The instance running now (an index into [`Saga::steps`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<usize>,
-    /// The output of its latest completed step: the block's output when it ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<Value>,
     /// The failure that ended it, or the one a catch took (readable as `error` after it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<SagaError>,
@@ -266,7 +267,6 @@ impl BlockRun {
             item: None,
             status: StepStatus::Running,
             current: None,
-            output: None,
             error: None,
         }
     }
@@ -304,6 +304,16 @@ pub enum HistoryEvent {
         attempt: u32,
         #[serde(with = "super::time")]
         due_at: u64,
+    },
+    /// A result came for an attempt the saga no longer waits on (it timed out, or the saga
+    /// moved on): kept here, never dropped. `outcome` is `ok` or the failure's code.
+    LateResult {
+        step: String,
+        phase: Phase,
+        attempt: u32,
+        outcome: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
     },
     /// A step other than a command began (a wait, a sleep, a parallel, a for_each, a choice).
     Entered { step: String, kind: String },
@@ -407,6 +417,16 @@ impl Saga {
             return None;
         }
         self.timers().map(|(due, _)| due).min()
+    }
+
+    /// The output of block run `run`: that of its latest completed step with one. Read off the
+    /// instances rather than kept beside them, so that no commit writes an output twice.
+    pub fn block_output(&self, run: usize) -> Option<&Value> {
+        self.steps
+            .iter()
+            .rev()
+            .find(|s| s.block == run && s.status == StepStatus::Completed && s.output.is_some())
+            .and_then(|s| s.output.as_ref())
     }
 
     /// The latest completed output of the step named `name`.

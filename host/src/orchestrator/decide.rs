@@ -116,8 +116,8 @@ pub fn decide(wf: &Workflow, saga: &mut Saga, event: &Event, now: u64) -> Decisi
             true
         }
         Event::Result(r) => match waiting(saga, WaitOn::Result, &r.meta.correlation_id) {
-            Some(i) => steps::command::on_outcome(&mut cx, saga, i, &r.outcome),
-            None => false,
+            Some(i) => steps::command::on_result(&mut cx, saga, i, &r.outcome),
+            None => steps::command::on_late_result(&mut cx, saga, r),
         },
         Event::Timer { id } => match saga.steps.iter().position(|s| s.waiting.as_ref().is_some_and(|w| w.id == *id)) {
             Some(i) => on_timer(&mut cx, saga, i),
@@ -216,6 +216,7 @@ fn enter(cx: &mut Ctx<'_>, saga: &mut Saga, run: usize, index: usize) {
         error: None,
         started_at: cx.now,
         ended_at: None,
+        uncertain: false,
         seq: None,
         compensation: None,
         waiting: None,
@@ -320,7 +321,6 @@ pub(crate) fn complete(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, output: Opti
     }
     let run = saga.steps[i].block;
     if let Some(output) = output {
-        saga.blocks[run].output = Some(output.clone());
         saga.steps[i].output = Some(output);
     }
     go(cx, saga, run, index, next.unwrap_or(step.next));
@@ -422,7 +422,7 @@ fn main_done(cx: &mut Ctx<'_>, saga: &mut Saga) {
     match main.status {
         StepStatus::Completed => {
             let output = match &cx.wf.output {
-                None => Ok(main.output.clone().unwrap_or(Value::Null)),
+                None => Ok(saga.block_output(0).cloned().unwrap_or(Value::Null)),
                 Some(e) => e.eval(&SagaScope { saga, run: 0 }),
             };
             match output {

@@ -339,10 +339,16 @@ impl Runtime {
         store
     }
 
-    /// Run one command in a fresh, sandboxed instance. Never panics and never fails the host:
-    /// whatever the plugin does becomes an [`Outcome`].
-    pub async fn invoke(&self, cmd: &CommandMessage) -> Outcome {
-        match self.try_invoke(cmd).await {
+    /// The plugin that handles `command`.
+    pub fn plugin_of(&self, command: &str) -> Option<&str> {
+        self.commands.get(command).map(|&i| self.plugins[i].name.as_str())
+    }
+
+    /// Run one command in a fresh, sandboxed instance, started at `now` (ms since the epoch):
+    /// it runs for its timeout at most, and never past its deadline. Never panics and never
+    /// fails the host: whatever the plugin does becomes an [`Outcome`].
+    pub async fn invoke(&self, cmd: &CommandMessage, now: u64) -> Outcome {
+        match self.try_invoke(cmd, now).await {
             Ok(outcome) => outcome,
             Err(fault) => {
                 tracing::info!(command = %cmd.name, code = fault.code(), "{fault}");
@@ -353,15 +359,20 @@ impl Runtime {
 
     /// [`Runtime::invoke`], with what went wrong on the host's side as a typed [`Fault`].
     /// `Ok` holds the plugin's own answer: its result, or the failure it returned.
-    pub async fn try_invoke(&self, cmd: &CommandMessage) -> Result<Outcome, Fault> {
+    pub async fn try_invoke(&self, cmd: &CommandMessage, now: u64) -> Result<Outcome, Fault> {
         let Some(&index) = self.commands.get(&cmd.name) else {
             return Err(Fault::UnknownCommand { command: cmd.name.clone(), loaded: self.command_names().join(", ") });
         };
         let plugin = &self.plugins[index];
-        let deadline = match cmd.timeout_ms {
+        let mut deadline = match cmd.timeout_ms {
             0 => self.config.max_deadline,
             ms => Duration::from_millis(ms).min(self.config.max_deadline),
         };
+        let timeout = deadline;
+        if cmd.deadline_ms != 0 {
+            // Past the deadline nobody waits for the answer: an effect then would go unseen.
+            deadline = deadline.min(Duration::from_millis(cmd.deadline_ms.saturating_sub(now)));
+        }
         let payload = serde_json::to_string(&cmd.payload).map_err(|e| Fault::InvalidInput {
             command: cmd.name.clone(),
             message: format!("payload is not serialisable: {e}"),
@@ -394,7 +405,9 @@ impl Runtime {
                 }),
             },
             Ok(Err(f)) => Ok(Outcome::Err(Failure { code: f.code, message: f.message, retryable: f.retryable })),
-            Err(e) => Err(self.fault(&plugin.name, &cmd.name, e, &store, deadline)),
+            // The message names the step's timeout, even when the run was cut to what was
+            // left of the deadline after a wait for a slot.
+            Err(e) => Err(self.fault(&plugin.name, &cmd.name, e, &store, timeout)),
         }
     }
 

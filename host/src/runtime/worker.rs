@@ -1,9 +1,20 @@
-//! The worker loop: take commands from the bus, answer each once, send the results back.
+//! The worker pools: take commands from the bus, answer each once, send the results back.
+//!
+//! One pool per plugin, each with its own consumer (of that plugin's commands only), its own
+//! slots and its own threads, scheduled below the API's and the orchestrator's: a plugin that
+//! loops, waits or is flooded holds only its own slots, the others' commands never queue
+//! behind it, and the API answers while the plugins work.
 //!
 //! Effectively-once: before running a command the loop looks up a recorded terminal outcome
 //! under (command, idempotency key); a duplicate gets that outcome without the plugin running
 //! again. Terminal outcomes are recorded after the run, before the result is sent; retryable
-//! failures are not recorded, so a retry really runs.
+//! failures are not recorded, so a retry really runs. While the records cannot be read, the
+//! commands wait: none runs without its duplicate check.
+//!
+//! Deadlines: a command that reaches its slot at or after its deadline (it waited behind a
+//! busy pool, or no worker was up) is not started. It is answered `expired`, and that answer
+//! is recorded, so a redelivery of it is refused from the record; a later attempt of the same
+//! step, in time, runs. A run is stopped at its deadline whatever its timeout says.
 //!
 //! Batched, because a command costs a plugin call of about ten microseconds and each trip to
 //! a broker costs more: the idempotency records of a whole batch of commands are read in one
@@ -13,6 +24,7 @@
 //! one that had failed retryably would run again). A command is acknowledged only once its
 //! result is sent: a crash before that redelivers it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,29 +32,53 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument as _;
 
 use super::Runtime;
-use crate::bus::{AckToken, Acker, EventBus};
-use crate::protocol::{CommandMessage, Outcome, ResultMessage};
+use crate::bus::{AckToken, Acker, Delivery, EventBus};
+use crate::orchestrator::Clock;
+use crate::protocol::{CommandMessage, Failure, Outcome, ResultMessage, codes};
 use crate::store::SagaStore;
 
-/// Settings of a worker pool.
+/// Settings of a host's worker pools: one per plugin.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Commands running at once. Plugins are CPU-bound; more than a few per core only helps
-    /// plugins that wait (once they can do I/O).
+    /// Commands of one plugin running at once, unless `per_plugin` says otherwise. Each plugin
+    /// has slots of its own, so a plugin that loops or waits holds only its own: the others'
+    /// commands never queue behind it.
     pub concurrency: usize,
+    /// Per-plugin concurrency, by plugin name (the `.wasm` file's name).
+    pub per_plugin: HashMap<String, usize>,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { concurrency: 64 }
+        Self { concurrency: DEFAULT_CONCURRENCY, per_plugin: HashMap::new() }
     }
 }
+
+impl WorkerConfig {
+    /// The slots of plugin `name`.
+    pub fn concurrency_of(&self, name: &str) -> usize {
+        self.per_plugin.get(name).copied().unwrap_or(self.concurrency).max(1)
+    }
+}
+
+/// Commands of one plugin at once by default. Plugins are CPU-bound today: more than a few
+/// per core buys nothing, and 16 leaves room for the ones that wait once they can do I/O,
+/// while sixteen plugins together stay inside the instance pool.
+pub const DEFAULT_CONCURRENCY: usize = 16;
 
 /// How long a graceful stop waits for the commands in flight to finish and be answered.
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Most results sent in one call.
 const REPLY_BATCH: usize = 256;
+
+/// Longest wait between two tries to read the idempotency records.
+const RECORDS_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How much lower than the host's other threads the threads that run wasm are scheduled
+/// (a nice value). The API and the orchestrator then get a core when they need one, however
+/// busy the plugins are.
+const WASM_NICENESS: i32 = 10;
 
 /// A finished command on its way back.
 struct Reply {
@@ -52,109 +88,243 @@ struct Reply {
     record: bool,
 }
 
-/// Serve every command the runtime's plugins handle until `shutdown` turns true.
+/// Serve every command the runtime's plugins handle until `shutdown` turns true: one pool
+/// per plugin, each with its own consumer, slots and threads.
 pub async fn run(
     runtime: Arc<Runtime>,
     bus: Arc<dyn EventBus>,
     store: Arc<dyn SagaStore>,
+    clock: Arc<dyn Clock>,
     config: WorkerConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let commands = runtime.command_names();
-    if commands.is_empty() {
+    if runtime.plugins().is_empty() {
         tracing::warn!("no plugin loaded: this worker pool has nothing to do");
     }
-    // A bus that is away at start is waited for (see `Orchestrator::run`).
-    let mut consumer = loop {
-        match bus.command_consumer(&commands).await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::warn!("cannot subscribe to commands: {e}; retrying in 1s");
-                if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
-                    return Ok(());
-                }
-            }
+    let mut pools = Vec::new();
+    for plugin in runtime.plugins() {
+        let commands: Vec<String> = plugin.commands.iter().map(|c| c.name.clone()).collect();
+        if commands.is_empty() {
+            continue;
         }
-    };
-    let concurrency = config.concurrency.max(1);
-    // Bounds the commands in flight. A permit is taken before a command is read, so the bus
-    // keeps what we cannot run yet (where another worker may take it).
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let (reply_tx, reply_rx) = mpsc::unbounded_channel::<Reply>();
-    let replier = tokio::spawn(reply_loop(bus.clone(), store.clone(), reply_rx, consumer.acker()));
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = permits.clone().acquire_owned() => p.expect("semaphore closed"),
+        let pool = Pool {
+            plugin: plugin.name.clone(),
+            commands,
+            slots: config.concurrency_of(&plugin.name),
+            runtime: runtime.clone(),
+            bus: bus.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
         };
-        let max = permits.available_permits() + 1;
-        let batch = tokio::select! {
-            _ = shutdown.changed() => break,
-            b = consumer.recv(max) => b,
-        };
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!("cannot read commands: {e}; retrying in 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let keys: Vec<(&str, &str)> =
-            batch.iter().map(|d| (d.message.name.as_str(), d.message.meta.idempotency_key.as_str())).collect();
-        let recorded = match store.outcomes(&keys).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("cannot read idempotency records: {e}; running the commands");
-                vec![None; batch.len()]
-            }
-        };
-        let mut first = Some(first);
-        for (delivery, recorded) in batch.into_iter().zip(recorded) {
-            let permit = match first.take() {
-                Some(p) => p,
-                None => permits.clone().acquire_owned().await.expect("semaphore closed"),
-            };
-            let cmd = delivery.message;
-            let span = tracing::info_span!(
-                "command",
-                otel.kind = "consumer",
-                command = %cmd.name,
-                transaction_id = %cmd.meta.transaction_id,
-                correlation_id = %cmd.meta.correlation_id,
-                attempt = cmd.meta.attempt,
-            );
-            if let Some(outcome) = recorded {
-                span.in_scope(|| tracing::info!("duplicate command: answering with the recorded outcome"));
-                let result = ResultMessage { command: cmd.name, meta: cmd.meta, outcome };
-                let _ = reply_tx.send(Reply { result, token: delivery.token, record: false });
-                continue;
-            }
-            let (runtime, reply_tx) = (runtime.clone(), reply_tx.clone());
-            tokio::spawn(
-                async move {
-                    let outcome = run_one(&runtime, &cmd).await;
-                    let record = outcome.is_terminal();
-                    let result = ResultMessage { command: cmd.name, meta: cmd.meta, outcome };
-                    let _ = reply_tx.send(Reply { result, token: delivery.token, record });
-                    drop(permit);
-                }
-                .instrument(span),
-            );
-        }
+        pools.push(tokio::spawn(pool.run(shutdown.clone())));
     }
-    // Graceful stop: let the commands in flight finish, be answered and acknowledged, so they
-    // are not run again; whatever is still running after DRAIN is left unacknowledged and
-    // handed back (redelivered by the bus, or resumed by the orchestrator after a restart).
-    let drained = tokio::time::timeout(DRAIN, permits.acquire_many(concurrency as u32)).await.is_ok();
-    drop(reply_tx);
-    if tokio::time::timeout(DRAIN, replier).await.is_err() {
-        tracing::warn!("the last results were not sent within {DRAIN:?}; their commands will be handed back");
-    }
-    if !drained {
-        tracing::warn!("stopped with commands still running after {DRAIN:?}; they will be handed back");
+    for pool in pools {
+        pool.await??;
     }
     Ok(())
+}
+
+/// The threads one plugin's commands run on: apart from the API's and the orchestrator's, as
+/// many as the slots or the cores (whichever is fewer), scheduled below the host's others.
+fn wasm_threads(plugin: &str, slots: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(slots.min(cores).max(1))
+        .thread_name(format!("wasm-{plugin}"))
+        .on_thread_start(lower_priority)
+        .enable_time()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the threads of plugin {plugin}: {e}"))
+}
+
+/// Lower the calling thread's priority by [`WASM_NICENESS`] (Linux: nice is per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        let now = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), (now + WASM_NICENESS).min(19)) {
+            tracing::debug!("cannot lower the priority of a wasm thread: {e}");
+        }
+    }
+}
+
+/// A pool's threads, shut down without waiting when the pool ends or is dropped (a tokio
+/// runtime may not be dropped in place inside another one).
+struct Threads(Option<tokio::runtime::Runtime>);
+
+impl Threads {
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
+        if let Some(rt) = &self.0 {
+            rt.spawn(f);
+        }
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// One plugin's pool.
+struct Pool {
+    plugin: String,
+    commands: Vec<String>,
+    slots: usize,
+    runtime: Arc<Runtime>,
+    bus: Arc<dyn EventBus>,
+    store: Arc<dyn SagaStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Pool {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let threads = Threads(Some(wasm_threads(&self.plugin, self.slots)?));
+        // A bus that is away at start is waited for (see `Orchestrator::run`).
+        let mut consumer = loop {
+            match self.bus.command_consumer(&self.commands).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(plugin = %self.plugin, "cannot subscribe to commands: {e}; retrying in 1s");
+                    if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        // Bounds the commands in flight. A permit is taken before a command is read, so the
+        // bus keeps what this plugin cannot run yet (where another host may take it).
+        let permits = Arc::new(Semaphore::new(self.slots));
+        let (reply_tx, reply_rx) = mpsc::unbounded_channel::<Reply>();
+        let replier = tokio::spawn(reply_loop(self.bus.clone(), self.store.clone(), reply_rx, consumer.acker()));
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.changed() => break,
+                p = permits.clone().acquire_owned() => p.expect("semaphore closed"),
+            };
+            let max = permits.available_permits() + 1;
+            let batch = tokio::select! {
+                _ = shutdown.changed() => break,
+                b = consumer.recv(max) => b,
+            };
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(plugin = %self.plugin, "cannot read commands: {e}; retrying in 1s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let Some(recorded) = self.records(&batch, &mut shutdown).await else { break };
+            let mut first = Some(first);
+            for (delivery, recorded) in batch.into_iter().zip(recorded) {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => permits.clone().acquire_owned().await.expect("semaphore closed"),
+                };
+                let cmd = delivery.message;
+                let span = tracing::info_span!(
+                    "command",
+                    otel.kind = "consumer",
+                    plugin = %self.plugin,
+                    command = %cmd.name,
+                    transaction_id = %cmd.meta.transaction_id,
+                    correlation_id = %cmd.meta.correlation_id,
+                    attempt = cmd.meta.attempt,
+                );
+                let answer = span.in_scope(|| before_run(&cmd, recorded, self.clock.now_ms(), &self.plugin));
+                if let Some((outcome, record)) = answer {
+                    let result = ResultMessage { command: cmd.name, meta: cmd.meta, outcome };
+                    let _ = reply_tx.send(Reply { result, token: delivery.token, record });
+                    continue;
+                }
+                let (runtime, reply_tx, clock) = (self.runtime.clone(), reply_tx.clone(), self.clock.clone());
+                threads.spawn(
+                    async move {
+                        let outcome = run_one(&runtime, &cmd, clock.now_ms()).await;
+                        let record = outcome.is_terminal();
+                        let result = ResultMessage { command: cmd.name, meta: cmd.meta, outcome };
+                        let _ = reply_tx.send(Reply { result, token: delivery.token, record });
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+        // Graceful stop: let the commands in flight finish, be answered and acknowledged, so
+        // they are not run again; whatever is still running after DRAIN is left
+        // unacknowledged and handed back (redelivered by the bus, or resumed by the
+        // orchestrator after a restart).
+        let drained = tokio::time::timeout(DRAIN, permits.acquire_many(self.slots as u32)).await.is_ok();
+        drop(reply_tx);
+        if tokio::time::timeout(DRAIN, replier).await.is_err() {
+            tracing::warn!(plugin = %self.plugin, "the last results were not sent within {DRAIN:?}; their commands will be handed back");
+        }
+        if !drained {
+            tracing::warn!(plugin = %self.plugin, "stopped with commands still running after {DRAIN:?}; they will be handed back");
+        }
+        drop(threads);
+        Ok(())
+    }
+
+    /// The recorded outcomes of a batch. The duplicate check is never skipped: while the
+    /// records cannot be read, the commands wait (and are tried again) rather than run
+    /// unchecked. `None`: the host is stopping (the commands stay unacknowledged).
+    async fn records(
+        &self,
+        batch: &[Delivery<CommandMessage>],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Vec<Option<Outcome>>> {
+        let keys: Vec<(&str, &str)> =
+            batch.iter().map(|d| (d.message.name.as_str(), d.message.meta.idempotency_key.as_str())).collect();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.store.outcomes(&keys).await {
+                Ok(r) => return Some(r),
+                Err(e) => {
+                    tracing::warn!(
+                        plugin = %self.plugin,
+                        "cannot read the idempotency records of {} commands: {e}; they wait (a command is never run without its duplicate check), trying again in {wait:?}",
+                        keys.len()
+                    );
+                    if crate::wait_or_stop(shutdown, wait).await {
+                        return None;
+                    }
+                    wait = (wait * 2).min(RECORDS_RETRY_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// What to answer without running the command, if anything: the recorded outcome of a
+/// duplicate, or `expired` for a command that reached its slot past its deadline (recorded,
+/// so that a redelivery of it is refused too). `(outcome, record it)`. A recorded `expired`
+/// does not answer a command that is itself in time: that is a later attempt, which runs.
+fn before_run(cmd: &CommandMessage, recorded: Option<Outcome>, now: u64, plugin: &str) -> Option<(Outcome, bool)> {
+    let expired = cmd.expired_at(now);
+    match recorded {
+        Some(Outcome::Err(f)) if f.code == codes::EXPIRED && !expired => {}
+        Some(outcome) => {
+            tracing::info!("duplicate command: answering with the recorded outcome");
+            return Some((outcome, false));
+        }
+        None => {}
+    }
+    if !expired {
+        return None;
+    }
+    let dispatched = cmd.deadline_ms.saturating_sub(cmd.timeout_ms);
+    let waited = crate::workflow::duration::format(Duration::from_millis(now.saturating_sub(dispatched)));
+    let late = crate::workflow::duration::format(Duration::from_millis(now - cmd.deadline_ms));
+    let message = format!(
+        "not started: it waited {waited} for a free slot of plugin {plugin} and reached one {late} after its deadline (the saga had stopped waiting for this attempt)"
+    );
+    tracing::info!(code = codes::EXPIRED, "{message}");
+    Some((Outcome::Err(Failure::retryable(codes::EXPIRED, message)), true))
 }
 
 /// Record the outcomes and send the results of finished commands, in batches, then
@@ -200,9 +370,9 @@ async fn reply_loop(
     }
 }
 
-/// Run one command and log how it went.
-async fn run_one(runtime: &Runtime, cmd: &CommandMessage) -> Outcome {
-    let outcome = runtime.invoke(cmd).await;
+/// Run one command (started at `now`) and log how it went.
+async fn run_one(runtime: &Runtime, cmd: &CommandMessage, now: u64) -> Outcome {
+    let outcome = runtime.invoke(cmd, now).await;
     match &outcome {
         Outcome::Ok(_) => tracing::debug!("command completed"),
         Outcome::Err(f) => tracing::info!(code = %f.code, retryable = f.retryable, "command failed: {}", f.message),
@@ -211,30 +381,32 @@ async fn run_one(runtime: &Runtime, cmd: &CommandMessage) -> Outcome {
 }
 
 /// Answer one command: from the idempotency record when there is one, else by running it
-/// and recording a terminal outcome. What [`run`] does for each command, one at a time.
-pub async fn handle(runtime: &Runtime, store: &dyn SagaStore, cmd: CommandMessage) -> ResultMessage {
+/// and recording a terminal outcome. What a pool does for each command, one at a time.
+pub async fn handle(runtime: &Runtime, store: &dyn SagaStore, clock: &dyn Clock, cmd: CommandMessage) -> ResultMessage {
     let key = &cmd.meta.idempotency_key;
-    let recorded = match store.outcome(&cmd.name, key).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("cannot read the idempotency record: {e}; running the command");
-            None
-        }
-    };
-    let outcome = match recorded {
-        Some(outcome) => {
-            tracing::info!("duplicate command: answering with the recorded outcome");
-            outcome
-        }
-        None => {
-            let outcome = run_one(runtime, &cmd).await;
-            if outcome.is_terminal()
-                && let Err(e) = store.record_outcome(&cmd.name, key, &outcome).await
-            {
-                tracing::warn!("cannot record the outcome: {e}");
+    let mut wait = Duration::from_millis(100);
+    let recorded = loop {
+        match store.outcome(&cmd.name, key).await {
+            Ok(r) => break r,
+            Err(e) => {
+                tracing::warn!("cannot read the idempotency record: {e}; the command waits, trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RECORDS_RETRY_MAX);
             }
-            outcome
         }
     };
+    let plugin = runtime.plugin_of(&cmd.name).unwrap_or("?").to_owned();
+    let now = clock.now_ms();
+    let (outcome, record) = match before_run(&cmd, recorded, now, &plugin) {
+        Some(answer) => answer,
+        None => {
+            let outcome = run_one(runtime, &cmd, now).await;
+            let record = outcome.is_terminal();
+            (outcome, record)
+        }
+    };
+    if record && let Err(e) = store.record_outcome(&cmd.name, key, &outcome).await {
+        tracing::warn!("cannot record the outcome: {e}");
+    }
     ResultMessage { command: cmd.name, meta: cmd.meta, outcome }
 }

@@ -38,8 +38,15 @@ fn definition<'w>(wf: &'w Workflow, saga: &Saga, i: usize) -> Option<&'w Command
 }
 
 /// The command of attempt `attempt` of instance `i` in `phase`, from what the record holds
-/// (the payload was computed when the phase began).
-fn command_for(wf: &Workflow, saga: &Saga, i: usize, phase: Phase, attempt: u32) -> Option<CommandMessage> {
+/// (the payload was computed when the phase began), with the attempt's `deadline_ms`.
+fn command_for(
+    wf: &Workflow,
+    saga: &Saga,
+    i: usize,
+    phase: Phase,
+    attempt: u32,
+    deadline_ms: u64,
+) -> Option<CommandMessage> {
     let def = definition(wf, saga, i)?;
     let inst = &saga.steps[i];
     let (name, payload) = match phase {
@@ -62,20 +69,24 @@ fn command_for(wf: &Workflow, saga: &Saga, i: usize, phase: Phase, attempt: u32)
             traceparent: None,
         },
         timeout_ms: def.timeout.as_millis() as u64,
+        deadline_ms,
     })
 }
 
 /// The command instance `i` waits on, if it waits on one.
 pub(crate) fn pending(wf: &Workflow, saga: &Saga, i: usize) -> Option<CommandMessage> {
     let w = saga.steps[i].waiting.as_ref().filter(|w| w.on == WaitOn::Result)?;
-    command_for(wf, saga, i, w.phase, w.attempt)
+    let deadline = w.due_at.map_or(0, |due| due.saturating_sub(TIMEOUT_GRACE_MS).max(1));
+    command_for(wf, saga, i, w.phase, w.attempt, deadline)
 }
 
 fn dispatch(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, phase: Phase, attempt: u32) {
-    let Some(cmd) = command_for(cx.wf, saga, i, phase, attempt) else { return };
+    let Some(def) = definition(cx.wf, saga, i) else { return };
     // Saturating: a deadline past the end of time is a deadline that never comes, not one that
     // wraps round to the past.
-    let deadline_at = cx.now.saturating_add(cmd.timeout_ms).saturating_add(TIMEOUT_GRACE_MS);
+    let deadline = cx.now.saturating_add(def.timeout.as_millis() as u64);
+    let Some(cmd) = command_for(cx.wf, saga, i, phase, attempt, deadline) else { return };
+    let deadline_at = deadline.saturating_add(TIMEOUT_GRACE_MS);
     let inst = &mut saga.steps[i];
     match phase {
         Phase::Forward => inst.attempts = attempt,
@@ -144,11 +155,65 @@ pub(crate) fn begin_compensation(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
     }
 }
 
+/// A worker answered the attempt instance `i` waits on. An answer ends the doubt a timed-out
+/// earlier attempt left: had that one taken effect, its outcome would be recorded under the
+/// idempotency key, and this attempt would have been answered with it.
+pub(crate) fn on_result(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, outcome: &Outcome) -> bool {
+    if saga.steps[i].waiting.as_ref().is_some_and(|w| w.phase == Phase::Forward) {
+        saga.steps[i].uncertain = false;
+    }
+    on_outcome(cx, saga, i, outcome)
+}
+
 /// The attempt's deadline passed without a result.
 pub(crate) fn on_deadline(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) -> bool {
     let timeout = definition(cx.wf, saga, i).map(|d| duration::format(d.timeout)).unwrap_or_default();
     let failure = Failure::retryable(codes::TIMEOUT, format!("no result within the step's timeout of {timeout}"));
+    // The attempt may still have run (a worker that died before answering, a reply lost).
+    if saga.steps[i].waiting.as_ref().is_some_and(|w| w.phase == Phase::Forward) {
+        saga.steps[i].uncertain = true;
+    }
     on_outcome(cx, saga, i, &Outcome::Err(failure))
+}
+
+/// A result for an attempt nobody waits on any more: the attempt timed out, or the saga moved
+/// on (a duplicate delivery lands here too). Kept in the history, so that an effect that came
+/// late is seen; a late success of a failed step that is still to be undone gives its
+/// compensation the step's real output.
+pub(crate) fn on_late_result(cx: &mut Ctx<'_>, saga: &mut Saga, r: &crate::protocol::ResultMessage) -> bool {
+    if r.meta.transaction_id != saga.id {
+        return false;
+    }
+    let Some(i) = saga.steps.iter().position(|s| s.path == r.meta.step) else { return false };
+    let phase =
+        if r.meta.idempotency_key.ends_with(Phase::Compensate.as_str()) { Phase::Compensate } else { Phase::Forward };
+    let (outcome, message) = match &r.outcome {
+        Outcome::Ok(_) => ("ok".to_owned(), String::new()),
+        Outcome::Err(f) => (f.code.clone(), f.message.clone()),
+    };
+    tracing::info!(
+        transaction_id = %saga.id,
+        step = %r.meta.step,
+        attempt = r.meta.attempt,
+        outcome = %outcome,
+        "a result came after its step had moved on: kept in the history"
+    );
+    let inst = &mut saga.steps[i];
+    if let (Outcome::Ok(output), Phase::Forward) = (&r.outcome, phase)
+        && inst.status == StepStatus::Failed
+        && inst.output.is_none()
+        && inst.compensation.is_none()
+    {
+        inst.output = Some(output.clone());
+    }
+    cx.out.history.push(HistoryEvent::LateResult {
+        step: r.meta.step.clone(),
+        phase,
+        attempt: r.meta.attempt,
+        outcome,
+        message,
+    });
+    true
 }
 
 /// A retry's backoff is over: the next attempt.
@@ -228,7 +293,15 @@ pub(crate) fn on_outcome(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, outcome: &
                 return true;
             }
             match phase {
-                Phase::Forward => fail(cx, saga, i, error, false),
+                Phase::Forward => {
+                    // An attempt that timed out may have taken effect: undo it with the rest
+                    // if the saga compensates.
+                    if inst.uncertain && def.compensate.is_some() && inst.seq.is_none() {
+                        saga.log_seq += 1;
+                        saga.steps[i].seq = Some(saga.log_seq);
+                    }
+                    fail(cx, saga, i, error, false)
+                }
                 Phase::Compensate => {
                     inst.waiting = None;
                     if let Some(c) = inst.compensation.as_mut() {

@@ -86,6 +86,6 @@ pub(crate) fn child_done(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
     if children.iter().any(|&c| saga.blocks[c].status == StepStatus::Cancelled) {
         return cancel_owner(cx, saga, i);
     }
-    let outputs: Vec<Value> = children.iter().map(|&c| saga.blocks[c].output.clone().unwrap_or(Value::Null)).collect();
+    let outputs: Vec<Value> = children.iter().map(|&c| saga.block_output(c).cloned().unwrap_or(Value::Null)).collect();
     complete(cx, saga, i, Some(Value::Array(outputs)), None);
 }

@@ -41,7 +41,7 @@ pub(crate) fn child_done(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
     let mut out = Map::with_capacity(children.len());
     for &c in &children {
         let r = &saga.blocks[c];
-        out.insert(r.block.clone(), r.output.clone().unwrap_or(Value::Null));
+        out.insert(r.block.clone(), saga.block_output(c).cloned().unwrap_or(Value::Null));
     }
     complete(cx, saga, i, Some(Value::Object(out)), None);
 }
