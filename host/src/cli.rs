@@ -49,6 +49,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "BATON_MEMORY_LIMIT_MB", default_value_t = 64)]
     pub memory_limit_mb: usize,
 
+    /// Most memory all plugin instances may hold together, in MiB [default: a quarter of the
+    /// machine's memory, at least 256]. A command starts once its --memory-limit-mb fits in
+    /// what is left; until then it waits.
+    #[arg(long, global = true, env = "BATON_MEMORY_BUDGET_MB")]
+    pub memory_budget_mb: Option<usize>,
+
     /// Log filter, e.g. `info` or `baton=debug` (logs go to stderr).
     #[arg(long, global = true, env = "BATON_LOG", default_value = "warn")]
     pub log: String,
@@ -598,6 +604,7 @@ async fn bench(cli: &Cli, config: crate::bench::BenchConfig, runs: u32, json: bo
 fn runtime_config(cli: &Cli) -> RuntimeConfig {
     RuntimeConfig {
         memory_limit: cli.memory_limit_mb << 20,
+        memory_budget: cli.memory_budget_mb.map_or_else(crate::runtime::default_memory_budget, |mb| mb.max(1) << 20),
         cache_dir: if cli.no_cache { None } else { cli.cache_dir.clone().or_else(crate::runtime::cache::default_dir) },
         ..RuntimeConfig::default()
     }

@@ -56,6 +56,7 @@ pub fn baton() -> Command {
         .env("BATON_LOG", "warn")
         .env_remove("BATON_NO_CACHE")
         .env_remove("BATON_MEMORY_LIMIT_MB")
+        .env_remove("BATON_MEMORY_BUDGET_MB")
         .env_remove("BATON_TOKEN")
         .env_remove("BATON_TOKEN_FILE")
         .env_remove("BATON_INSECURE")

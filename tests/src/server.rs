@@ -248,6 +248,11 @@ impl Server {
         }
     }
 
+    /// The process id (to read its `/proc/<pid>/status`, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill(mut self) {
         self.child.kill().expect("kill");

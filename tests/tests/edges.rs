@@ -270,3 +270,67 @@ impl Drop for Cleanup {
         baton_tests::delete_prefix(&self.0);
     }
 }
+
+/// Grows its memory until the limit stops it.
+const BOMB: &str = r#"
+name = "bomb"
+version = 1
+
+[[step]]
+name = "bomb"
+command = "testkit.oom"
+timeout = "60s"
+retry = { attempts = 1 }
+"#;
+
+/// `VmHWM` (peak) and `VmRSS` (now) of a process, in MiB.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = |key: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in {status}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (kib("VmHWM:") >> 10, kib("VmRSS:") >> 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bombs_wait_for_room_in_the_budget_and_give_their_memory_back() {
+    const BUDGET_MB: u64 = 256;
+    // The host itself: code, the compiled plugins, the store, buffers. Measured at about
+    // 60 MiB idle here; the rest is headroom for allocator slack.
+    const OVERHEAD_MB: u64 = 160;
+    let dir = workflows(&[("bomb", BOMB)]);
+    let data = tempfile::tempdir().unwrap();
+    let budget = BUDGET_MB.to_string();
+    let server = baton_tests::server::Server::start(&[
+        "--workflows",
+        dir.path().to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+        "--memory-limit-mb",
+        "64",
+        "--memory-budget-mb",
+        &budget,
+        "--plugin-concurrency",
+        "testkit=64",
+    ])
+    .await;
+    let (_, idle) = memory_of(server.pid());
+    let ids: Vec<String> = (0..64).map(|i| format!("bomb-{i}")).collect();
+    for id in &ids {
+        assert_eq!(server.start_saga("bomb", id, &json!({})).await.unwrap().0, 201);
+    }
+    let sagas = server.wait_all(&ids, Duration::from_secs(120)).await;
+    // Each ran to its own limit (64 at once would have needed 4 GiB): four at a time.
+    for saga in &sagas {
+        assert_eq!(baton_tests::step(saga, "bomb")["error"]["code"], "out_of_memory", "{saga:#}");
+    }
+    let (peak, after) = memory_of(server.pid());
+    eprintln!("memory bombs: idle {idle} MiB, peak {peak} MiB, after {after} MiB (budget {BUDGET_MB} MiB)");
+    assert!(
+        peak <= BUDGET_MB + OVERHEAD_MB,
+        "peak RSS {peak} MiB is over the budget {BUDGET_MB} MiB + {OVERHEAD_MB} MiB"
+    );
+    assert!(after <= idle + 64, "RSS stayed at {after} MiB after the bombs (idle: {idle} MiB)");
+    server.kill();
+}

@@ -46,8 +46,11 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// [`Runtime::new`]).
 const KEEP_RESIDENT: usize = 2 << 20;
 
-/// Slots decommitted together, so that one TLB shootdown covers many.
-const DECOMMIT_BATCH: usize = 32;
+/// Slots decommitted together. One: what a command used past [`KEEP_RESIDENT`] goes back to
+/// the system as the command ends, so the memory budget's accounting is the process's
+/// (batching would leave up to cores x (batch - 1) big slots resident after their budget was
+/// released). Commands that stay under [`KEEP_RESIDENT`], the common case, decommit nothing.
+const DECOMMIT_BATCH: usize = 1;
 
 /// Bytes of a plugin's stdout/stderr kept per command: enough for a panic message and a few
 /// log lines, small enough that a chatty plugin cannot exhaust the host.
@@ -64,6 +67,33 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Most instances alive at once (the pooling allocator's slots).
     pub max_instances: u32,
+    /// Most linear memory all live instances may hold together, in bytes. A command starts
+    /// only once its `memory_limit` fits in what is left (it waits for room, up to its
+    /// deadline): the sum of the limits of running commands never exceeds this.
+    pub memory_budget: usize,
+}
+
+/// The budget in MiB, and what one command takes of it (its limit, or the whole budget when
+/// the limit is larger).
+fn budget_mib(config: &RuntimeConfig) -> u32 {
+    u32::try_from((config.memory_budget >> 20).max(1))
+        .unwrap_or(u32::MAX >> 3)
+        .min(tokio::sync::Semaphore::MAX_PERMITS as u32)
+}
+
+fn command_mib(config: &RuntimeConfig) -> u32 {
+    u32::try_from(config.memory_limit.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX).min(budget_mib(config))
+}
+
+/// The default memory budget: a quarter of the machine's memory (at least 256 MiB), or 1 GiB
+/// where the machine's memory cannot be read.
+pub fn default_memory_budget() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib << 10)
+    });
+    total.map_or(1 << 30, |t| (t / 4).max(256 << 20))
 }
 
 impl Default for RuntimeConfig {
@@ -73,6 +103,7 @@ impl Default for RuntimeConfig {
             max_deadline: Duration::from_secs(300),
             cache_dir: cache::default_dir(),
             max_instances: 256,
+            memory_budget: default_memory_budget(),
         }
     }
 }
@@ -128,15 +159,19 @@ impl WasiView for HostState {
 /// follows (Rust aborts when an allocation fails) is reported as what it is.
 struct MemoryLimiter {
     max: usize,
+    /// Bytes of all the instance's memories together (a component has several).
+    total: usize,
     hit: bool,
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.total.saturating_add(desired.saturating_sub(current));
+        if total > self.max {
             self.hit = true;
             return Ok(false);
         }
+        self.total = total;
         Ok(true)
     }
 
@@ -182,6 +217,8 @@ pub struct Runtime {
     /// Command name -> index into `plugins`.
     commands: BTreeMap<String, usize>,
     config: RuntimeConfig,
+    /// The memory budget, in MiB: a running command holds its `memory_limit`'s worth.
+    budget: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
 
@@ -211,14 +248,14 @@ impl Runtime {
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(64 << 10)
             .pagemap_scan(wasmtime::Enabled::Auto)
-            // What is still decommitted goes in batches, one shootdown for many slots.
             .decommit_batch_size(DECOMMIT_BATCH);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Runtime { engine, linker, plugins: Vec::new(), commands: BTreeMap::new(), config, _ticker: ticker })
+        let budget = Arc::new(tokio::sync::Semaphore::new(budget_mib(&config) as usize));
+        Ok(Runtime { engine, linker, plugins: Vec::new(), commands: BTreeMap::new(), config, budget, _ticker: ticker })
     }
 
     /// Load every `*.wasm` in `dir` (sorted by name). Plugins that fail to load are returned as
@@ -326,7 +363,7 @@ impl Runtime {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max: self.config.memory_limit, hit: false },
+            limiter: MemoryLimiter { max: self.config.memory_limit, total: 0, hit: false },
             output,
         };
         let mut store = Store::new(&self.engine, state);
@@ -373,6 +410,25 @@ impl Runtime {
             // Past the deadline nobody waits for the answer: an effect then would go unseen.
             deadline = deadline.min(Duration::from_millis(cmd.deadline_ms.saturating_sub(now)));
         }
+        // Room in the memory budget for the whole of this command's limit, before it starts:
+        // then a running command never waits for memory, so commands cannot deadlock on it.
+        let asked = Instant::now();
+        // Held until the instance is gone: declared before the store, so dropped after it.
+        let _room =
+            match tokio::time::timeout(deadline, self.budget.clone().acquire_many_owned(command_mib(&self.config)))
+                .await
+            {
+                Ok(permit) => permit.expect("the budget is never closed"),
+                Err(_) => {
+                    return Err(Fault::NoMemory {
+                        command: cmd.name.clone(),
+                        waited: asked.elapsed(),
+                        budget_mib: budget_mib(&self.config),
+                        limit_mib: self.config.memory_limit >> 20,
+                    });
+                }
+            };
+        let deadline = deadline.saturating_sub(asked.elapsed());
         let payload = serde_json::to_string(&cmd.payload).map_err(|e| Fault::InvalidInput {
             command: cmd.name.clone(),
             message: format!("payload is not serialisable: {e}"),
@@ -458,6 +514,9 @@ pub enum Fault {
     /// Every instance slot was in use.
     #[error("host busy: all {slots} instance slots are in use; {command} will be retried")]
     HostBusy { command: String, slots: u32 },
+    /// The memory budget had no room for the command's limit before its deadline.
+    #[error("host busy: {command} waited {} for room in the host's memory budget of {budget_mib} MiB (each command holds its limit of {limit_mib} MiB while it runs) and did not start; raise --memory-budget-mb or lower --memory-limit-mb", crate::workflow::duration::format(*waited))]
+    NoMemory { command: String, waited: Duration, budget_mib: u32, limit_mib: usize },
     /// The payload could not be handed to the plugin.
     #[error("{command}: {message}")]
     InvalidInput { command: String, message: String },
@@ -478,7 +537,7 @@ impl Fault {
             Fault::OutOfMemory { .. } => codes::OUT_OF_MEMORY,
             Fault::Panicked { .. } => codes::PLUGIN_PANICKED,
             Fault::Trapped { .. } => codes::PLUGIN_TRAPPED,
-            Fault::HostBusy { .. } => codes::HOST_BUSY,
+            Fault::HostBusy { .. } | Fault::NoMemory { .. } => codes::HOST_BUSY,
             Fault::InvalidInput { .. } => codes::INVALID_INPUT,
             Fault::InvalidOutput { .. } => codes::INVALID_OUTPUT,
             Fault::UnknownCommand { .. } => codes::UNKNOWN_COMMAND,
@@ -488,7 +547,7 @@ impl Fault {
     /// True when trying the same command again may succeed: a deadline or a full host are
     /// circumstances; a panic, a trap or bad data will happen again.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Fault::Timeout { .. } | Fault::HostBusy { .. })
+        matches!(self, Fault::Timeout { .. } | Fault::HostBusy { .. } | Fault::NoMemory { .. })
     }
 
     /// The failure recorded on the step and sent back to the orchestrator.
