@@ -41,12 +41,17 @@ pub struct CommandMessage {
     /// given up on never takes effect unseen.
     #[serde(default)]
     pub deadline_ms: u64,
+    /// When the step has a `queue_timeout`: the latest a worker may start the command (ms
+    /// since the epoch; 0: until `deadline_ms`). Then `timeout_ms` bounds the run alone.
+    #[serde(default)]
+    pub start_by_ms: u64,
 }
 
 impl CommandMessage {
-    /// Whether the command's deadline has passed at `now` (ms since the epoch).
+    /// Whether it is too late at `now` (ms since the epoch) to start the command: its
+    /// `start_by_ms` or its deadline has passed.
     pub fn expired_at(&self, now: u64) -> bool {
-        self.deadline_ms != 0 && now >= self.deadline_ms
+        (self.start_by_ms != 0 && now >= self.start_by_ms) || (self.deadline_ms != 0 && now >= self.deadline_ms)
     }
 }
 

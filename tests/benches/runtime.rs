@@ -45,6 +45,7 @@ fn invoke_echo(c: &mut Criterion) {
         },
         timeout_ms: 5_000,
         deadline_ms: 0,
+        start_by_ms: 0,
     };
     c.bench_function("runtime/invoke_echo", |b| {
         b.iter(|| {
@@ -103,6 +104,7 @@ fn order_command() -> CommandMessage {
         },
         timeout_ms: 5_000,
         deadline_ms: 0,
+        start_by_ms: 0,
     }
 }
 

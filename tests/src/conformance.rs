@@ -341,6 +341,7 @@ fn command(name: &str, n: usize) -> CommandMessage {
         },
         timeout_ms: 1_000,
         deadline_ms: 0,
+        start_by_ms: 0,
     }
 }
 

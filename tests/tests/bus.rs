@@ -51,6 +51,7 @@ async fn garbage_on_a_stream_is_dropped_and_the_consumer_goes_on() {
         },
         timeout_ms: 1_000,
         deadline_ms: 0,
+        start_by_ms: 0,
     });
     let _: String = redis::cmd("XADD").arg(&stream).arg("*").arg("event").arg(good).query(&mut con).unwrap();
     let batch = tokio::time::timeout(Duration::from_secs(5), consumer.recv(10)).await.unwrap().unwrap();
@@ -83,6 +84,7 @@ async fn redis_pubsub_bus_routes_and_promises_nothing_more() {
         },
         timeout_ms: 1_000,
         deadline_ms: 0,
+        start_by_ms: 0,
     };
     bus.send_commands(vec![cmd]).await.unwrap();
     let mut late = bus.command_consumer(&["late.cmd".into()]).await.unwrap();

@@ -334,3 +334,52 @@ async fn memory_bombs_wait_for_room_in_the_budget_and_give_their_memory_back() {
     assert!(after <= idle + 64, "RSS stayed at {after} MiB after the bombs (idle: {idle} MiB)");
     server.kill();
 }
+
+/// `touch` with a queue timeout: it may wait 300 ms for a slot, then run for 5 s.
+const QUEUED: &str = r#"
+name = "queued"
+version = 1
+
+[[step]]
+name = "touch"
+command = "testkit.echo"
+input = "{ 'n': 1 }"
+queue_timeout = "300ms"
+timeout = "5s"
+retry = { attempts = 1 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_timeout_fails_an_attempt_that_waited_too_long_for_a_slot_and_says_so() {
+    let dir = workflows(&[("queued", QUEUED), ("hold", HOLD)]);
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path());
+    cfg.workflows = dir.path().to_owned();
+    cfg.worker.per_plugin.insert("testkit".into(), 1);
+    let host = InProcess::start(cfg).await;
+
+    // Unloaded, the step runs at once.
+    assert_eq!(host.start_saga("queued", "q-free", &json!({})).await.unwrap().0, 201);
+    let saga = host.wait_all(&["q-free".to_owned()], Duration::from_secs(10)).await.remove(0);
+    assert_eq!(saga["status"], "completed", "{saga:#}");
+
+    // Behind a loop that holds testkit's only slot for 1.5 s, it gives up after its queue
+    // timeout, not after its 5 s timeout, and says why.
+    assert_eq!(host.start_saga("hold", "hold-q", &json!({})).await.unwrap().0, 201);
+    history_until(&host, "hold-q", Duration::from_secs(10), |e| e["event"] == "dispatched").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    assert_eq!(host.start_saga("queued", "q-busy", &json!({})).await.unwrap().0, 201);
+    let saga = host.wait_all(&["q-busy".to_owned()], Duration::from_secs(20)).await.remove(0);
+    let took = t.elapsed();
+    assert_eq!(saga["status"], "compensated", "{saga:#}");
+    let error = &baton_tests::step(&saga, "touch")["error"];
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        (error["code"] == "expired" && message.contains("free slot of plugin testkit"))
+            || (error["code"] == "timeout" && message.contains("queue_timeout of 300ms plus its timeout of 5s")),
+        "{error:#}"
+    );
+    assert!(took < Duration::from_secs(5), "it waited for the slot, not for its timeout: {took:?}");
+    host.stop().await;
+}

@@ -35,6 +35,7 @@ fn command(name: &str, key: &str, attempt: u32, payload: Value) -> CommandMessag
         },
         timeout_ms: 5_000,
         deadline_ms: 0,
+        start_by_ms: 0,
     }
 }
 

@@ -49,6 +49,10 @@ struct CommandData {
     /// Never start the command at or after this time (RFC 3339); absent: no deadline.
     #[serde(default, with = "crate::model::time::option", skip_serializing_if = "Option::is_none")]
     deadline: Option<u64>,
+    /// Never start the command at or after this time (RFC 3339), when the step has a queue
+    /// timeout; absent: until `deadline`.
+    #[serde(default, with = "crate::model::time::option", skip_serializing_if = "Option::is_none")]
+    start_by: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,6 +97,7 @@ pub fn encode_command(c: &CommandMessage) -> String {
         attempt: c.meta.attempt,
         timeout_ms: c.timeout_ms,
         deadline: (c.deadline_ms != 0).then_some(c.deadline_ms),
+        start_by: (c.start_by_ms != 0).then_some(c.start_by_ms),
     };
     serde_json::to_string(&envelope(COMMAND_TYPE, &c.name, &c.meta, data)).expect("a command serialises")
 }
@@ -114,6 +119,7 @@ pub fn decode_command(text: &str) -> Result<CommandMessage, BusError> {
         meta,
         timeout_ms: e.data.timeout_ms,
         deadline_ms: e.data.deadline.unwrap_or(0),
+        start_by_ms: e.data.start_by.unwrap_or(0),
     })
 }
 
@@ -209,6 +215,7 @@ mod tests {
             meta: meta(),
             timeout_ms: 5_000,
             deadline_ms: 1_796_125_509_123,
+            start_by_ms: 1_796_125_505_000,
         };
         let text = encode_command(&c);
         let v: Value = serde_json::from_str(&text).unwrap();
@@ -216,6 +223,8 @@ mod tests {
         assert_eq!(v["transactionid"], "t");
         assert_eq!(v["idempotencykey"], "t/s/forward");
         assert_eq!(v["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        assert_eq!(v["data"]["deadline"], "2026-12-01T11:45:09.123Z");
+        assert_eq!(v["data"]["start_by"], "2026-12-01T11:45:05.000Z");
         assert_eq!(decode_command(&text).unwrap(), c);
     }
 

@@ -317,12 +317,20 @@ fn before_run(cmd: &CommandMessage, recorded: Option<Outcome>, now: u64, plugin:
     if !expired {
         return None;
     }
-    let dispatched = cmd.deadline_ms.saturating_sub(cmd.timeout_ms);
-    let waited = crate::workflow::duration::format(Duration::from_millis(now.saturating_sub(dispatched)));
-    let late = crate::workflow::duration::format(Duration::from_millis(now - cmd.deadline_ms));
-    let message = format!(
-        "not started: it waited {waited} for a free slot of plugin {plugin} and reached one {late} after its deadline (the saga had stopped waiting for this attempt)"
-    );
+    let fmt = |ms: u64| crate::workflow::duration::format(Duration::from_millis(ms));
+    let message = if cmd.start_by_ms != 0 {
+        format!(
+            "not started: it waited for a free slot of plugin {plugin} past the step's queue_timeout ({} too late); the next attempt, if any, queues again",
+            fmt(now.saturating_sub(cmd.start_by_ms))
+        )
+    } else {
+        let dispatched = cmd.deadline_ms.saturating_sub(cmd.timeout_ms);
+        format!(
+            "not started: it waited {} for a free slot of plugin {plugin} and reached one {} after its deadline (the saga had stopped waiting for this attempt)",
+            fmt(now.saturating_sub(dispatched)),
+            fmt(now.saturating_sub(cmd.deadline_ms))
+        )
+    };
     tracing::info!(code = codes::EXPIRED, "{message}");
     Some((Outcome::Err(Failure::retryable(codes::EXPIRED, message)), true))
 }

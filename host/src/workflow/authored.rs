@@ -36,6 +36,7 @@ pub struct Workflow {
 #[derive(Debug, Deserialize)]
 pub struct Defaults {
     pub timeout: Option<Spanned<String>>,
+    pub queue_timeout: Option<Spanned<String>>,
     pub retry: Option<Spanned<Retry>>,
 }
 
@@ -73,6 +74,8 @@ pub struct Step {
     pub run: Option<Spanned<String>>,
     pub concurrency: Option<Spanned<i64>>,
     pub timeout: Option<Spanned<String>>,
+    /// How long a command may wait for a worker to start it (command steps).
+    pub queue_timeout: Option<Spanned<String>>,
     pub retry: Option<Spanned<Retry>>,
     // Flow, for every kind.
     pub next: Option<Spanned<String>>,
@@ -105,7 +108,7 @@ pub struct Catch {
 }
 
 const TOP: &[&str] = &["name", "version", "description", "defaults", "output", "input_schema", "step", "block"];
-const DEFAULTS: &[&str] = &["timeout", "retry"];
+const DEFAULTS: &[&str] = &["timeout", "queue_timeout", "retry"];
 const RETRY: &[&str] = &["attempts", "backoff", "max_backoff", "multiplier"];
 /// Every key a step may have (which go with which kind is checked in the next stage).
 pub const STEP: &[&str] = &[
@@ -126,6 +129,7 @@ pub const STEP: &[&str] = &[
     "run",
     "concurrency",
     "timeout",
+    "queue_timeout",
     "retry",
     "next",
     "catch",

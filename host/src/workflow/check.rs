@@ -106,6 +106,7 @@ struct Resolver<'r, 'a> {
     /// Every step name, where it is.
     places: BTreeMap<String, Place>,
     default_timeout: Duration,
+    default_queue_timeout: Option<Duration>,
     default_retry: RetryPolicy,
 }
 
@@ -113,6 +114,8 @@ impl<'r, 'a> Resolver<'r, 'a> {
     fn new(report: &'r mut Report<'a>, authored: &'r authored::Workflow, known: Option<&'r [String]>) -> Self {
         let defaults = authored.defaults.as_ref();
         let default_timeout = resolve_timeout(report, None, defaults.and_then(|d| d.timeout.as_ref()), DEFAULT_TIMEOUT);
+        let default_queue_timeout =
+            resolve_queue_timeout(report, None, defaults.and_then(|d| d.queue_timeout.as_ref()), None);
         let default_retry = resolve_retry(report, None, defaults.and_then(|d| d.retry.as_ref()), DEFAULT_RETRY);
         let mut block_names = vec!["main".to_owned()];
         let mut block_steps: Vec<&[Spanned<authored::Step>]> = vec![&authored.steps];
@@ -128,6 +131,7 @@ impl<'r, 'a> Resolver<'r, 'a> {
             block_steps,
             places: BTreeMap::new(),
             default_timeout,
+            default_queue_timeout,
             default_retry,
         }
     }
@@ -401,6 +405,7 @@ impl<'r, 'a> Resolver<'r, 'a> {
             only("run", s.run.is_some(), &["for_each"]),
             only("concurrency", s.concurrency.is_some(), &["for_each"]),
             only("timeout", s.timeout.is_some(), &["command", "wait"]),
+            only("queue_timeout", s.queue_timeout.is_some(), &["command"]),
             only("retry", s.retry.is_some(), &["command"]),
             only(
                 "next",
@@ -465,6 +470,8 @@ impl<'r, 'a> Resolver<'r, 'a> {
                 let input = s.input.as_ref().and_then(|t| self.expr(sn, "input", t));
                 let compensate_input = s.compensate_input.as_ref().and_then(|t| self.expr(sn, "compensate_input", t));
                 let timeout = resolve_timeout(self.report, sn, s.timeout.as_ref(), self.default_timeout);
+                let queue_timeout =
+                    resolve_queue_timeout(self.report, sn, s.queue_timeout.as_ref(), self.default_queue_timeout);
                 let retry = resolve_retry(self.report, sn, s.retry.as_ref(), self.default_retry);
                 StepKind::Command(Command {
                     command: cmd.get_ref().clone(),
@@ -472,6 +479,7 @@ impl<'r, 'a> Resolver<'r, 'a> {
                     input,
                     compensate_input,
                     timeout,
+                    queue_timeout,
                     retry,
                 })
             }
@@ -879,6 +887,23 @@ fn resolve_timeout(
             fallback
         }
         Some(d) => d,
+        None => fallback,
+    }
+}
+
+fn resolve_queue_timeout(
+    report: &mut Report<'_>,
+    step: Option<&str>,
+    text: Option<&Spanned<String>>,
+    fallback: Option<Duration>,
+) -> Option<Duration> {
+    let Some(text) = text else { return fallback };
+    match resolve_duration(report, step, "queue_timeout", text, MAX_TIMEOUT) {
+        Some(d) if d.is_zero() => {
+            report.at(Some(text.span()), step, "queue_timeout must be longer than zero");
+            fallback
+        }
+        Some(d) => Some(d),
         None => fallback,
     }
 }

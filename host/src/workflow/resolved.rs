@@ -126,7 +126,11 @@ pub struct Command {
     pub input: Option<Expr>,
     /// The payload of `compensate`; this step's output when absent.
     pub compensate_input: Option<Expr>,
+    /// How long an attempt may take once a worker started it.
     pub timeout: Duration,
+    /// How long an attempt may wait for a worker to start it; `None`: as long as its
+    /// `timeout` allows (the attempt's deadline is then its dispatch plus `timeout`).
+    pub queue_timeout: Option<Duration>,
     pub retry: RetryPolicy,
 }
 

@@ -70,6 +70,11 @@ fn command_for(
         },
         timeout_ms: def.timeout.as_millis() as u64,
         deadline_ms,
+        // The attempt's deadline is dispatch + queue_timeout + timeout (see `dispatch`).
+        start_by_ms: match def.queue_timeout {
+            Some(_) if deadline_ms != 0 => deadline_ms.saturating_sub(def.timeout.as_millis() as u64).max(1),
+            _ => 0,
+        },
     })
 }
 
@@ -84,7 +89,10 @@ fn dispatch(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, phase: Phase, attempt: 
     let Some(def) = definition(cx.wf, saga, i) else { return };
     // Saturating: a deadline past the end of time is a deadline that never comes, not one that
     // wraps round to the past.
-    let deadline = cx.now.saturating_add(def.timeout.as_millis() as u64);
+    // With a queue timeout, the attempt may wait that long for a worker, then run for its
+    // timeout; without, it must be started and done within its timeout.
+    let queue = def.queue_timeout.map_or(0, |q| q.as_millis() as u64);
+    let deadline = cx.now.saturating_add(queue).saturating_add(def.timeout.as_millis() as u64);
     let Some(cmd) = command_for(cx.wf, saga, i, phase, attempt, deadline) else { return };
     let deadline_at = deadline.saturating_add(TIMEOUT_GRACE_MS);
     let inst = &mut saga.steps[i];
@@ -167,8 +175,15 @@ pub(crate) fn on_result(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, outcome: &O
 
 /// The attempt's deadline passed without a result.
 pub(crate) fn on_deadline(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) -> bool {
-    let timeout = definition(cx.wf, saga, i).map(|d| duration::format(d.timeout)).unwrap_or_default();
-    let failure = Failure::retryable(codes::TIMEOUT, format!("no result within the step's timeout of {timeout}"));
+    let limit = definition(cx.wf, saga, i)
+        .map(|d| match d.queue_timeout {
+            Some(q) => {
+                format!("queue_timeout of {} plus its timeout of {}", duration::format(q), duration::format(d.timeout))
+            }
+            None => format!("timeout of {}", duration::format(d.timeout)),
+        })
+        .unwrap_or_default();
+    let failure = Failure::retryable(codes::TIMEOUT, format!("no result within the step's {limit}"));
     // The attempt may still have run (a worker that died before answering, a reply lost).
     if saga.steps[i].waiting.as_ref().is_some_and(|w| w.phase == Phase::Forward) {
         saga.steps[i].uncertain = true;
