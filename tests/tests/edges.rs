@@ -200,6 +200,24 @@ async fn looping_plugins_do_not_starve_the_others_or_the_api() {
         serde_json::from_str(&std::fs::read_to_string(baton_tests::root().join("workflows/order.input.json")).unwrap())
             .unwrap();
 
+    // The same 20 orders on an idle host first, for comparison.
+    let (mut idle_took, mut idle_starts) = (Vec::new(), Vec::new());
+    for i in 0..20 {
+        let id = format!("idle-{i}");
+        let t = Instant::now();
+        assert_eq!(host.start_saga("order", &id, &input).await.unwrap().0, 201);
+        idle_starts.push(t.elapsed());
+        let (code, saga) = host.get(&format!("/v1/sagas/{id}?wait=30")).await;
+        idle_took.push(t.elapsed());
+        assert_eq!((code, saga["status"].as_str()), (200, Some("completed")), "{saga:#}");
+    }
+    idle_took.sort();
+    idle_starts.sort();
+    eprintln!(
+        "orders on an idle host: p50 {:?}, max {:?}; POST /v1/sagas p50 {:?}, max {:?}",
+        idle_took[10], idle_took[19], idle_starts[10], idle_starts[19]
+    );
+
     let mut starts = Vec::new();
     let mut loops = Vec::new();
     for i in 0..64 {
