@@ -137,6 +137,16 @@ pub fn unique_prefix(test: &str) -> String {
     format!("baton-test:{test}:{}:{nanos}", std::process::id())
 }
 
+/// Deletes a test's Redis keys (those under its prefix) when dropped: at the end of the test,
+/// passed or not.
+pub struct PrefixGuard(pub String);
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        delete_prefix(&self.0);
+    }
+}
+
 /// Delete every key under `prefix` (best effort; for the end of a test).
 pub fn delete_prefix(prefix: &str) {
     let Ok(client) = redis::Client::open(redis_url()) else { return };

@@ -154,7 +154,7 @@ async fn a_command_queued_past_its_deadline_is_never_run_and_its_step_is_undone(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_host_started_after_the_deadline_refuses_the_command_and_the_step_is_undone() {
     let prefix = baton_tests::unique_prefix("edges_late_worker");
-    let _cleanup = Cleanup(prefix.clone());
+    let _cleanup = baton_tests::PrefixGuard(prefix.clone());
     let dir = workflows(&[("touch_then_fail", TOUCH_THEN_FAIL)]);
     let mut cfg = redis_config(&prefix);
     cfg.workflows = dir.path().to_owned();
@@ -278,15 +278,6 @@ async fn concurrent_starts_with_one_id_answer_201_once() {
         assert!(answers.iter().all(|(_, saga)| saga["id"] == id.as_str()));
     }
     host.stop().await;
-}
-
-/// Deletes a test's Redis keys when it ends, passed or not.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        baton_tests::delete_prefix(&self.0);
-    }
 }
 
 /// Grows its memory until the limit stops it.

@@ -12,6 +12,7 @@ use baton::runtime::worker::handle;
 use baton::runtime::{Runtime, RuntimeConfig};
 use baton::store::SagaStore;
 use baton::store::memory::MemoryStore;
+use baton_tests::PrefixGuard;
 use serde_json::{Value, json};
 
 async fn runtime() -> Runtime {
@@ -49,14 +50,6 @@ async fn stores(test: &str) -> (Vec<(&'static str, Arc<dyn SagaStore>)>, tempfil
     let list: Vec<(&'static str, Arc<dyn SagaStore>)> =
         vec![("memory", Arc::new(MemoryStore::new())), ("embedded", Arc::new(embedded)), ("redis", Arc::new(redis))];
     (list, dir, PrefixGuard(prefix))
-}
-
-struct PrefixGuard(String);
-
-impl Drop for PrefixGuard {
-    fn drop(&mut self) {
-        baton_tests::delete_prefix(&self.0);
-    }
 }
 
 #[tokio::test]
