@@ -86,22 +86,29 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// A plain `redis-server` on a free port, once it accepts connections.
     pub fn start() -> RedisServer {
-        let mut r =
-            RedisServer { port: free_port(), tls: None, dir: tempfile::tempdir().expect("tempdir"), child: None };
-        r.up();
-        r
+        RedisServer::start_with(None)
     }
 
     /// A `redis-server` that speaks TLS only, with `certs`, on a free port (clients need no
     /// certificate of their own). Panics, saying so, when this machine's `redis-server`
     /// cannot serve TLS.
     pub fn start_tls(certs: Certificates) -> RedisServer {
-        let mut r = RedisServer {
-            port: free_port(),
-            tls: Some(certs),
-            dir: tempfile::tempdir().expect("tempdir"),
-            child: None,
-        };
+        RedisServer::start_with(Some(certs))
+    }
+
+    /// The port is free when asked for, but another process may take it before
+    /// `redis-server` binds it: then try another, a few times.
+    fn start_with(tls: Option<Certificates>) -> RedisServer {
+        let mut r = RedisServer { port: 0, tls, dir: tempfile::tempdir().expect("tempdir"), child: None };
+        for _ in 0..4 {
+            r.port = free_port();
+            match r.try_up() {
+                Ok(()) => return r,
+                Err(said) if said.contains("Address already in use") => continue,
+                Err(said) => r.fail(&said),
+            }
+        }
+        r.port = free_port();
         r.up();
         r
     }
@@ -115,6 +122,22 @@ impl RedisServer {
     /// Start it (again, after [`RedisServer::kill`]) on its port, and wait until it accepts
     /// connections.
     pub fn up(&mut self) {
+        if let Err(said) = self.try_up() {
+            self.fail(&said);
+        }
+    }
+
+    fn fail(&self, said: &str) -> ! {
+        let what = if self.tls.is_some() {
+            "this machine's redis-server cannot serve TLS (it needs one built with TLS support, as Debian's is), or could not use the certificates"
+        } else {
+            "redis-server did not start"
+        };
+        panic!("{what} on port {}; it said:\n{said}", self.port);
+    }
+
+    /// Start it and wait until it accepts connections; when it exits first, what it logged.
+    fn try_up(&mut self) -> Result<(), String> {
         let port = self.port.to_string();
         let log = self.dir.path().join("redis.log");
         let mut cmd = Command::new("redis-server");
@@ -151,17 +174,14 @@ impl RedisServer {
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
+                self.child = None;
                 let said = std::fs::read_to_string(&log).unwrap_or_default();
-                let what = if self.tls.is_some() {
-                    "this machine's redis-server cannot serve TLS (it needs one built with TLS support, as Debian's is), or could not use the certificates"
-                } else {
-                    "redis-server did not start"
-                };
-                panic!("{what}: it exited ({status}) saying:\n{said}");
+                return Err(format!("it exited ({status}) saying:\n{said}"));
             }
             assert!(Instant::now() < deadline, "redis-server did not listen on port {} within 10s", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// SIGKILL: Redis is gone at once, as when its machine dies.
