@@ -13,6 +13,15 @@
 //! - idempotency key: `{saga}/{path}/{phase}`, the same for every attempt (and every replay);
 //! - correlation id: `{key}/{attempt}`, one per attempt, pairing a command with its result;
 //! - timer of a wait or sleep: `{saga}/{path}/timer`.
+//!
+//! A sub-saga's id derives from what started it, so a replayed decision or a redelivered
+//! command re-attaches to the same child instead of starting a second one:
+//!
+//! - a `workflow` step's child ([`sub_saga_id`]): the parent's id and the instance path,
+//!   `/` read as `.` and `#` as `~` (saga ids hold neither), and `@n` for attempt n > 1:
+//!   `order-1.ship`, `trip-7.book.flight@2`;
+//! - the n-th sub-saga a command handler starts without naming one ([`call_saga_id`]): the
+//!   command's idempotency key read the same way, and the call's index: `order-1.plan.1`.
 
 pub mod saga;
 pub mod time;
@@ -50,6 +59,45 @@ pub fn correlation_id(key: &str, attempt: u32) -> String {
 /// The id of the timer of a wait or a sleep.
 pub fn timer_id(saga: &str, path: &str) -> String {
     format!("{saga}/{path}/timer")
+}
+
+/// Longest id a derivation gives; a longer one keeps its head and a digest of the whole.
+pub const MAX_DERIVED_ID: usize = 200;
+
+/// `key` as a saga id: `/` becomes `.`, `#` becomes `~`, the `/forward` suffix is dropped,
+/// and an id past [`MAX_DERIVED_ID`] characters keeps its head and ends with a digest.
+fn id_from(key: &str, suffix: &str) -> String {
+    let key = key.strip_suffix("/forward").unwrap_or(key);
+    let mut id: String = key
+        .chars()
+        .map(|c| match c {
+            '/' => '.',
+            '#' => '~',
+            c if c.is_whitespace() || c.is_control() || "?%\\".contains(c) => '_',
+            c => c,
+        })
+        .collect();
+    id.push_str(suffix);
+    if id.chars().count() > MAX_DERIVED_ID {
+        let digest = digest_text(&id);
+        let hex = digest.trim_start_matches("sha256:");
+        let head: String = id.chars().take(MAX_DERIVED_ID - hex.len() - 1).collect();
+        id = format!("{head}~{hex}");
+    }
+    id
+}
+
+/// The id of the child saga that attempt `attempt` of a `workflow` step starts, from the
+/// step's forward idempotency key (see the module documentation). A `handles` workflow
+/// answering a command from another deployment derives its saga's id the same way.
+pub fn sub_saga_id(idempotency_key: &str, attempt: u32) -> String {
+    if attempt > 1 { id_from(idempotency_key, &format!("@{attempt}")) } else { id_from(idempotency_key, "") }
+}
+
+/// The id of the `index`-th (1-based) sub-saga a command handler starts without naming one,
+/// from the command's idempotency key: a redelivered command re-attaches to the same child.
+pub fn call_saga_id(idempotency_key: &str, index: u32) -> String {
+    id_from(idempotency_key, &format!(".{index}"))
 }
 
 /// `sha256:` and the first 16 hex digits of the SHA-256 of `value` as canonical JSON (object
@@ -109,5 +157,20 @@ mod tests {
         let key = idempotency_key("o-1", "reserve/reserve_one#2", Phase::Forward);
         assert_eq!(key, "o-1/reserve/reserve_one#2/forward");
         assert_eq!(correlation_id(&key, 3), "o-1/reserve/reserve_one#2/forward/3");
+    }
+
+    #[test]
+    fn sub_saga_ids_are_saga_ids_derived_from_what_started_them() {
+        let key = idempotency_key("trip-7", "book/flight#2", Phase::Forward);
+        assert_eq!(sub_saga_id(&key, 1), "trip-7.book.flight~2");
+        assert_eq!(sub_saga_id(&key, 3), "trip-7.book.flight~2@3");
+        assert_eq!(call_saga_id("o-1/plan/forward", 1), "o-1.plan.1");
+        assert_eq!(call_saga_id("o-1/plan/compensate", 2), "o-1.plan.compensate.2");
+        // Another deployment's keys may hold anything: what an id may not hold is replaced.
+        assert_eq!(sub_saga_id("a b/c?d%e\\f/forward", 1), "a_b.c_d_e_f");
+        let long = "x".repeat(300);
+        let id = sub_saga_id(&format!("{long}/step/forward"), 1);
+        assert_eq!(id.chars().count(), MAX_DERIVED_ID);
+        assert_ne!(id, sub_saga_id(&format!("{long}y/step/forward"), 1), "the digest tells long keys apart");
     }
 }

@@ -16,6 +16,7 @@
 
 mod bindings;
 pub mod cache;
+pub mod sagas;
 pub mod worker;
 
 use std::collections::BTreeMap;
