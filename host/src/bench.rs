@@ -208,6 +208,7 @@ pub async fn run(config: BenchConfig, runtime: Runtime, workflows: Catalog) -> a
         clock: Arc::new(SystemClock),
         worker: WorkerConfig { concurrency: config.worker_concurrency, ..WorkerConfig::default() },
         retain: None,
+        deployments: Vec::new(),
     };
     let node = Node::start(parts, Role::All);
     let orchestrator = node.orchestrator.clone();

@@ -187,6 +187,10 @@ pub enum Command {
         /// Key prefix in Redis, so several deployments can share one Redis.
         #[arg(long, env = "BATON_PREFIX", default_value = "baton")]
         prefix: String,
+        /// Also answer the commands of the deployment under this prefix (same Redis) that
+        /// this host's workflows `handles`, replying on that deployment's bus. Repeatable.
+        #[arg(long = "answer-for", value_name = "PREFIX")]
+        answer_for: Vec<String>,
         /// Data directory of embedded mode.
         #[arg(long, env = "BATON_DATA", default_value = ".baton")]
         data: PathBuf,
@@ -422,6 +426,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             redis,
             transport,
             prefix,
+            answer_for,
             data,
             listen,
             role,
@@ -440,6 +445,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 redis: redis.clone(),
                 transport: *transport,
                 prefix: prefix.clone(),
+                answer_for: answer_for.clone(),
                 data: data.clone(),
                 role: *role,
                 worker: WorkerConfig {
@@ -463,7 +469,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { id, json, server } => {
             let server = &client::Server::new(server)?;
             let saga = client::get(server, &format!("/v1/sagas/{}", client::encode(id))).await?.0;
-            print_saga(&saga, *json)?;
+            if *json || !stdout_is_terminal() {
+                print_saga(&saga, true)?;
+            } else {
+                print_tree(server, &saga, 0).await?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::History { id, json, server } => {
@@ -681,6 +691,32 @@ fn print_saga(saga: &Value, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most levels of sub-sagas `baton status` prints.
+const TREE_DEPTH: usize = 8;
+
+/// A saga and, indented under it, its sub-sagas and theirs (what `baton status` prints on a
+/// terminal).
+async fn print_tree(server: &client::Server, saga: &Value, depth: usize) -> anyhow::Result<()> {
+    let indent = depth * 4;
+    for line in crate::view::saga_lines(saga) {
+        crate::outln!("{:indent$}{line}", "");
+    }
+    let has_children = saga["children"].as_array().is_some_and(|c| !c.is_empty());
+    if !has_children {
+        return Ok(());
+    }
+    if depth + 1 >= TREE_DEPTH {
+        crate::outln!("{:indent$}    ... (deeper sub-sagas: baton status CHILD_ID)", "");
+        return Ok(());
+    }
+    let id = saga["id"].as_str().unwrap_or_default();
+    let children = client::get(server, &format!("/v1/sagas?parent={}&limit=10000", client::encode(id))).await?.0;
+    for child in children.as_array().into_iter().flatten() {
+        Box::pin(print_tree(server, child, depth + 1)).await?;
+    }
+    Ok(())
+}
+
 /// `--signal NAME=JSON` (or `NAME=@FILE`).
 fn parse_signal(arg: &str) -> anyhow::Result<(String, Value)> {
     let Some((name, data)) = arg.split_once('=') else {
@@ -729,6 +765,7 @@ async fn run(
         clock: Arc::new(SystemClock),
         worker: WorkerConfig::default(),
         retain: None,
+        deployments: Vec::new(),
     };
     let node = Node::start(parts, Role::All);
     let o = node.orchestrator.clone();

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bus::EventBus;
-use crate::orchestrator::{Clock, Orchestrator};
+use crate::orchestrator::{Clock, Orchestrator, sub_sagas};
 use crate::runtime::Runtime;
 use crate::runtime::worker::{self, WorkerConfig};
 use crate::store::SagaStore;
@@ -56,6 +56,9 @@ pub struct Parts {
     pub worker: WorkerConfig,
     /// How long finished sagas are kept; `None`: forever.
     pub retain: Option<std::time::Duration>,
+    /// Other deployments (bus prefix, and a bus under it) whose commands this host's
+    /// `handles` workflows answer.
+    pub deployments: Vec<(String, Arc<dyn EventBus>)>,
 }
 
 impl Node {
@@ -70,6 +73,20 @@ impl Node {
             let o = orchestrator.clone();
             let rx = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move { o.run(rx).await }));
+            // Sagas that answer commands: children of `workflow` steps and `handles`.
+            let routes = sub_sagas::routes(orchestrator.workflows(), true);
+            let (o, bus, rx) = (orchestrator.clone(), parts.bus.clone(), shutdown_rx.clone());
+            tasks.push(tokio::spawn(sub_sagas::serve(o, bus, None, routes, rx)));
+            for (prefix, bus) in parts.deployments {
+                orchestrator.add_deployment(&prefix, bus.clone());
+                let routes = sub_sagas::routes(orchestrator.workflows(), false);
+                let (o, rx) = (orchestrator.clone(), shutdown_rx.clone());
+                tasks.push(tokio::spawn(sub_sagas::serve(o, bus, Some(prefix), routes, rx)));
+            }
+            // MERGE: runtime.set_saga_host once the worker import lands.
+            // if let Some(runtime) = &parts.runtime {
+            //     runtime.set_saga_host(Arc::new(orchestrator.clone()));
+            // }
         }
         if role.works() {
             let runtime = parts.runtime.expect("a worker node needs a plugin runtime");

@@ -56,6 +56,9 @@ pub struct Config {
     pub transport: Transport,
     /// Redis key prefix.
     pub prefix: String,
+    /// Prefixes of other deployments on the same Redis whose commands this host's `handles`
+    /// workflows answer.
+    pub answer_for: Vec<String>,
     /// Embedded mode's data directory.
     pub data: PathBuf,
     pub role: Role,
@@ -84,6 +87,7 @@ impl Config {
             redis: None,
             transport: Transport::RedisStreams,
             prefix: "baton".to_owned(),
+            answer_for: Vec::new(),
             data,
             role: Role::All,
             worker: WorkerConfig::default(),
@@ -218,11 +222,31 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
             let shown = crate::store::redis::redact(url);
             (Arc::new(store), bus, format!("distributed, Redis {shown}, {:?}, prefix {prefix:?}", config.transport))
         }
+        None if !config.answer_for.is_empty() => {
+            bail!("--answer-for needs --redis: another deployment reaches this host's workflows through a shared Redis")
+        }
         None => {
             let store = crate::store::embedded::EmbeddedStore::open(&config.data)?;
             (Arc::new(store), Arc::new(MemoryBus::new()), format!("embedded, data in {}", config.data.display()))
         }
     };
+    let mut deployments: Vec<(String, Arc<dyn EventBus>)> = Vec::new();
+    if let Some(url) = &config.redis {
+        for prefix in &config.answer_for {
+            if *prefix == config.prefix {
+                bail!("--answer-for {prefix:?} is this host's own prefix: it answers its own deployment anyway");
+            }
+            let bus: Arc<dyn EventBus> = match config.transport {
+                Transport::RedisStreams => Arc::new(
+                    crate::bus::redis_streams::RedisStreamsBus::connect(url, prefix, config.streams.clone()).await?,
+                ),
+                Transport::RedisPubsub => {
+                    Arc::new(crate::bus::redis_pubsub::RedisPubSubBus::connect(url, prefix).await?)
+                }
+            };
+            deployments.push((prefix.clone(), bus));
+        }
+    }
     let parts = Parts {
         workflows: catalog,
         runtime,
@@ -231,6 +255,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
         clock: Arc::new(SystemClock),
         worker: config.worker.clone(),
         retain: config.retain,
+        deployments,
     };
     Ok(Host { parts, role, mode, token, insecure: config.insecure })
 }

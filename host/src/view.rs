@@ -26,6 +26,13 @@ pub fn saga_lines(saga: &Value) -> Vec<String> {
         saga["workflow"].as_str().unwrap_or("?"),
         saga["status"].as_str().unwrap_or("?"),
     ));
+    if let Some(p) = saga["parent"].as_object() {
+        out.push(format!(
+            "  sub-saga of {} (step {})",
+            p.get("saga").and_then(Value::as_str).unwrap_or("?"),
+            p.get("step").and_then(Value::as_str).unwrap_or("?")
+        ));
+    }
     for step in saga["steps"].as_array().into_iter().flatten() {
         let path = step["path"].as_str().or(step["name"].as_str()).unwrap_or("?");
         let depth = path.matches('/').count();
@@ -46,6 +53,9 @@ pub fn saga_lines(saga: &Value) -> Vec<String> {
         }
         if let Some(e) = step["error"].as_object() {
             line.push_str(&format!("  {}: {}", e["code"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")));
+        }
+        if let Some(child) = step["child"].as_str() {
+            line.push_str(&format!("  sub-saga {child}"));
         }
         if let Some(c) = step["compensation"].as_object() {
             line.push_str(&format!(

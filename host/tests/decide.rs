@@ -681,3 +681,57 @@ command = "x.never"
     assert!(h.sent.iter().all(|c| c.name != "x.never"));
     insta::assert_snapshot!(h.story());
 }
+
+/// A `workflow` step is a command to the host that runs the child: `saga:NAME`, with the
+/// child's input, whose id derives from the attempt. It completes with the child's output;
+/// when the parent compensates, the child is undone by its id; a retry runs a fresh child;
+/// a sub-saga whose parent's deadline passes cancels itself with `timeout`.
+#[test]
+fn a_workflow_step_runs_a_child_and_undoes_it_by_its_id() {
+    let mut h = Harness::new(
+        r#"name = "p"
+[[step]]
+name = "kid"
+workflow = "kid"
+input = "{ 'n': input.n }"
+retry = { attempts = 2, backoff = "1s" }
+[[step]]
+name = "after"
+command = "x.do"
+"#,
+        json!({"n": 7}),
+    );
+    let first = h.pending("kid");
+    assert_eq!(first.name, "saga:kid");
+    assert_eq!(first.payload, json!({"n": 7}));
+    assert_eq!(first.timeout_ms, workflow::MAX_TIMEOUT.as_millis() as u64, "no timeout of its own: the longest");
+    assert_eq!(h.saga.steps[0].child.as_deref(), Some("s.kid"));
+    // The child compensated itself (a permanent failure would end the step); a timeout of
+    // the child is retryable: the second attempt is a fresh child.
+    h.fail("kid", "timeout", true);
+    h.advance(2_000);
+    assert_eq!(h.pending("kid").meta.attempt, 2);
+    assert_eq!(h.saga.steps[0].child.as_deref(), Some("s.kid@2"));
+    assert_eq!(h.saga.children, ["s.kid", "s.kid@2"]);
+    assert!(h.ok("kid", json!({"done": 1})));
+    assert_eq!(h.saga.steps[0].output, Some(json!({"done": 1})));
+    assert!(h.fail("after", "nope", false));
+    let undo = h.pending("kid");
+    assert_eq!(undo.name, "saga:kid");
+    assert!(undo.meta.idempotency_key.ends_with("/compensate"), "{undo:?}");
+    assert_eq!(undo.payload, json!({"saga": "s.kid@2"}), "the child that completed is undone");
+    assert!(h.ok("kid", json!({"saga": "s.kid@2", "status": "compensated"})));
+    assert_eq!(h.saga.status, SagaStatus::Compensated);
+
+    let mut child = Harness::new("name = \"kid\"\n[[step]]\nname = \"hold\"\nwait = \"go\"\n", json!({}));
+    child.saga.parent = Some(baton::model::Parent {
+        saga: "s".into(),
+        step: "kid".into(),
+        reply: None,
+        deadline: Some(T0 + 5_000),
+        depth: 1,
+    });
+    child.advance(5_000);
+    assert_eq!(child.saga.status, SagaStatus::Compensated, "{}", child.story());
+    assert_eq!(child.saga.error.as_ref().map(|e| e.code.as_str()), Some("timeout"));
+}

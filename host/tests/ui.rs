@@ -50,12 +50,18 @@ fn dump(wf: &Workflow) -> String {
     if let Some(s) = &wf.input_schema {
         let _ = writeln!(out, "  input_schema: {}", s.json());
     }
+    if let Some(h) = &wf.handles {
+        let _ = writeln!(out, "  handles: {h}");
+    }
     for block in &wf.blocks {
         let _ = writeln!(out, "block {}", block.name);
         for s in &block.steps {
             let _ = writeln!(out, "step {} (line {}): {}", s.name, s.line, s.kind.name());
             match &s.kind {
-                StepKind::Command(c) => {
+                StepKind::Command(c) | StepKind::Workflow(c) => {
+                    if let Some(w) = &c.workflow {
+                        let _ = writeln!(out, "  workflow: {w}");
+                    }
                     let _ = writeln!(out, "  command: {}", c.command);
                     match &c.input {
                         Some(e) => _ = writeln!(out, "  input: {e}"),
@@ -65,6 +71,9 @@ fn dump(wf: &Workflow) -> String {
                         let _ = writeln!(out, "  compensate: {comp}");
                         match &c.compensate_input {
                             Some(e) => _ = writeln!(out, "  compensate_input: {e}"),
+                            None if c.workflow.is_some() => {
+                                _ = writeln!(out, "  compensate_input: {{saga: the child's id}}")
+                            }
                             None => _ = writeln!(out, "  compensate_input: the step's output"),
                         }
                     }
@@ -145,6 +154,7 @@ fn valid_workflows_resolve_as_expected() {
     let mut inputs = files(Path::new("tests/ui"));
     inputs.push(PathBuf::from("../workflows/order.toml"));
     inputs.push(PathBuf::from("../workflows/booking_agent.toml"));
+    inputs.push(PathBuf::from("../workflows/trip.toml"));
     for file in inputs {
         let text = std::fs::read_to_string(&file).unwrap();
         let actual = match workflow::parse(&file, &text, Some(&known())) {

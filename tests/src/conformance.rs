@@ -47,6 +47,7 @@ fn with_timer(mut saga: Saga, due: u64) -> Saga {
             signal: None,
         }),
         children: Vec::new(),
+        child: None,
     }];
     saga
 }

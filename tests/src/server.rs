@@ -98,6 +98,29 @@ impl Api {
         }
     }
 
+    /// Wait until saga `id` has an instance at `path` waiting for a signal; returns the
+    /// saga. Panics after 30 s.
+    pub async fn until_waiting(&self, id: &str, path: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, saga) = self.get(&format!("/v1/sagas/{id}")).await;
+            if code == 200
+                && saga["steps"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["path"] == path && s["waiting"]["on"] == "signal"))
+            {
+                return saga;
+            }
+            assert!(Instant::now() < deadline, "{id} never waited at {path}: {saga:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Send signal `name` with `payload` to saga `id`.
+    pub async fn signal(&self, id: &str, name: &str, payload: &Value) -> (u16, Value) {
+        self.post_raw(&format!("/v1/sagas/{id}/signals/{name}"), &payload.to_string()).await
+    }
+
     /// Check the history of every saga in `ids` with [`check_history`].
     pub async fn check_histories(&self, ids: &[String]) {
         for id in ids {

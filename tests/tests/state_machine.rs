@@ -123,48 +123,28 @@ fn input_schema_is_checked_at_start() {
 }
 
 /// Poll until the saga `id` has an instance at `path` waiting for a signal.
-async fn until_waiting(api: &baton_tests::server::Api, id: &str, path: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (code, saga) = api.get(&format!("/v1/sagas/{id}")).await;
-        if code == 200
-            && saga["steps"]
-                .as_array()
-                .is_some_and(|s| s.iter().any(|s| s["path"] == path && s["waiting"]["on"] == "signal"))
-        {
-            return saga;
-        }
-        assert!(std::time::Instant::now() < deadline, "{id} never waited at {path}: {saga:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn signal(api: &baton_tests::server::Api, id: &str, name: &str, payload: &Value) -> (u16, Value) {
-    api.post_raw(&format!("/v1/sagas/{id}/signals/{name}"), &payload.to_string()).await
-}
-
 /// The conversation over the API, on a host in `mode`: signals before and after their waits,
 /// a signal to a finished saga, one to an unknown saga.
 async fn converse(host: &InProcess, mode: &str) {
     let (code, _) = host.start_saga("booking_agent", "talk-1", &json!({"conversation": "c-9"})).await.unwrap();
     assert_eq!(code, 201, "{mode}");
-    until_waiting(host, "talk-1", "listen").await;
-    let (code, saga) = signal(host, "talk-1", "message", &json!({"text": "Paris, 2026-05-01"})).await;
+    host.until_waiting("talk-1", "listen").await;
+    let (code, saga) = host.signal("talk-1", "message", &json!({"text": "Paris, 2026-05-01"})).await;
     assert_eq!(code, 202, "{mode}: {saga}");
-    until_waiting(host, "talk-1", "listen#2").await;
+    host.until_waiting("talk-1", "listen#2").await;
     // Two at once: the second waits in the inbox for the next wait, in order.
-    assert_eq!(signal(host, "talk-1", "message", &json!({"text": "2 nights"})).await.0, 202);
-    assert_eq!(signal(host, "talk-1", "message", &json!({"text": "for 3 guests"})).await.0, 202);
-    until_waiting(host, "talk-1", "answer").await;
-    assert_eq!(signal(host, "talk-1", "message", &json!({"text": "yes"})).await.0, 202);
+    assert_eq!(host.signal("talk-1", "message", &json!({"text": "2 nights"})).await.0, 202);
+    assert_eq!(host.signal("talk-1", "message", &json!({"text": "for 3 guests"})).await.0, 202);
+    host.until_waiting("talk-1", "answer").await;
+    assert_eq!(host.signal("talk-1", "message", &json!({"text": "yes"})).await.0, 202);
     let saga = &host.wait_all(&["talk-1".to_owned()], Duration::from_secs(30)).await[0];
     assert_eq!(saga["status"], "completed", "{mode}: {saga:#}");
     assert_eq!(saga["output"]["trip"]["nights"], 2, "{mode}");
     assert_eq!(saga["output"]["trip"]["guests"], 3, "{mode}");
-    let (code, err) = signal(host, "talk-1", "message", &json!({"text": "hello?"})).await;
+    let (code, err) = host.signal("talk-1", "message", &json!({"text": "hello?"})).await;
     assert_eq!(code, 409, "{mode}: a finished saga refuses signals: {err}");
     assert_eq!(err["error"]["code"], "saga_state");
-    let (code, _) = signal(host, "nobody", "message", &json!({})).await;
+    let (code, _) = host.signal("nobody", "message", &json!({})).await;
     assert_eq!(code, 404, "{mode}");
     let (code, err) = host.post_raw("/v1/sagas/talk-1/signals/message", "{not json").await;
     assert_eq!(code, 400, "{mode}: {err}");
@@ -197,7 +177,7 @@ async fn cancel_undoes_a_saga_waiting_for_approval() {
     let host = InProcess::start(config(data.path())).await;
     let input = json!({"order_id": "big-1", "customer": "ada", "total": 5000.0, "items": [{"sku": "A", "qty": 1, "price": 5000.0}]});
     assert_eq!(host.start_saga("order", "big-1", &input).await.unwrap().0, 201);
-    until_waiting(&host, "big-1", "approval").await;
+    host.until_waiting("big-1", "approval").await;
     let (code, saga) = host.post_raw("/v1/sagas/big-1/cancel", r#"{"reason": "customer called"}"#).await;
     assert_eq!(code, 202, "{saga}");
     let saga = &host.wait_all(&["big-1".to_owned()], Duration::from_secs(30)).await[0];
@@ -275,7 +255,7 @@ async fn the_cli_signals_shows_and_lists() {
         &url,
     ]));
     assert_eq!(ran.code, 0, "{ran}");
-    until_waiting(&host, "cli-1", "listen").await;
+    host.until_waiting("cli-1", "listen").await;
     for text in ["Rome on 2026-06-01 for 4 nights, 2 people", "yes"] {
         let data = json!({ "text": text }).to_string();
         let ran = run(baton().args(["signal", "cli-1", "message", "--data", &data, "--server", &url]));
@@ -318,10 +298,10 @@ async fn a_wait_survives_a_sigkill_and_takes_the_signal_after_restart() {
         let server = Server::start(&args).await;
         let input = json!({"order_id": "k-1", "customer": "ada", "total": 5000.0, "items": [{"sku": "A", "qty": 1, "price": 50.0}]});
         assert_eq!(server.start_saga("order", "k-1", &input).await.unwrap().0, 201, "{mode}");
-        until_waiting(&server, "k-1", "approval").await;
+        server.until_waiting("k-1", "approval").await;
         server.kill();
         let server = Server::start(&args).await;
-        let (code, _) = signal(&server, "k-1", "approved", &json!({"approved": true})).await;
+        let (code, _) = server.signal("k-1", "approved", &json!({"approved": true})).await;
         assert_eq!(code, 202, "{mode}");
         let saga = &server.wait_all(&["k-1".to_owned()], Duration::from_secs(30)).await[0];
         assert_eq!(saga["status"], "completed", "{mode}: {saga:#}");
@@ -420,14 +400,14 @@ async fn a_saga_keeps_its_definition_across_an_edit_and_a_restart() {
     let args = ["--data", data.path().to_str().unwrap(), "--workflows", workflows.path().to_str().unwrap()];
     let server = Server::start(&args).await;
     assert_eq!(server.start_saga("v", "old-1", &json!({})).await.unwrap().0, 201);
-    until_waiting(&server, "old-1", "hold").await;
+    server.until_waiting("old-1", "hold").await;
     assert_eq!(server.terminate().code(), Some(0));
     std::fs::write(&file, version(2)).unwrap();
     let server = Server::start(&args).await;
     assert_eq!(server.start_saga("v", "new-1", &json!({})).await.unwrap().0, 201);
     for id in ["old-1", "new-1"] {
-        until_waiting(&server, id, "hold").await;
-        assert_eq!(signal(&server, id, "go", &json!(null)).await.0, 202);
+        server.until_waiting(id, "hold").await;
+        assert_eq!(server.signal(id, "go", &json!(null)).await.0, 202);
     }
     let sagas = server.wait_all(&["old-1".to_owned(), "new-1".to_owned()], Duration::from_secs(30)).await;
     assert_eq!(sagas[0]["output"], json!({"version": 1}), "{:#}", sagas[0]);
@@ -455,7 +435,7 @@ async fn a_signal_event_on_the_bus_answers_a_waiting_saga() {
         c.workflows = workflows.path().to_owned();
         let host = InProcess::start(c).await;
         assert_eq!(host.start_saga("w", "bus-1", &json!({})).await.unwrap().0, 201);
-        until_waiting(&host, "bus-1", "hold").await;
+        host.until_waiting("bus-1", "hold").await;
         let event = json!({
             "specversion": "1.0", "type": "baton.signal.v1", "source": "manager-app", "id": "e-1",
             "subject": "approved", "transactionid": "bus-1", "data": {"approved": true, "by": "maria"}

@@ -96,7 +96,13 @@ async fn redis_store_commits_commands_with_the_transition() {
         })
         .collect();
     saga.revision = 1;
-    let start = Transition { saga: saga.clone(), expected_revision: 0, commands: commands.clone(), history: vec![] };
+    let start = Transition {
+        saga: saga.clone(),
+        expected_revision: 0,
+        commands: commands.clone(),
+        history: vec![],
+        replies: vec![],
+    };
     store.create(&start).await.unwrap();
 
     let client = redis::Client::open(url.as_str()).unwrap();

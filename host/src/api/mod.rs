@@ -419,6 +419,8 @@ async fn history(State(o): State<Orchestrator>, Path(id): Path<String>) -> Resul
 struct ListQuery {
     status: Option<String>,
     limit: Option<usize>,
+    /// The sub-sagas of this saga only.
+    parent: Option<String>,
 }
 
 /// The header of `GET /v1/sagas` that says how long finished sagas are kept (`7d`), or
@@ -430,7 +432,23 @@ async fn list(State(o): State<Orchestrator>, Query(q): Query<ListQuery>) -> Resu
         None => None,
         Some(s) => Some(s.parse::<SagaStatus>().map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_status", e))?),
     };
-    let sagas = o.list(status, q.limit.unwrap_or(100).min(MAX_LIST)).await?;
+    let limit = q.limit.unwrap_or(100).min(MAX_LIST);
+    let sagas = match &q.parent {
+        None => o.list(status, limit).await?,
+        Some(parent) => {
+            let p = o.get(parent).await?.ok_or_else(|| {
+                ApiError(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no saga with id {parent:?}: no sub-sagas to list"),
+                )
+            })?;
+            let mut children = o.children(&p).await?;
+            children.retain(|c| status.is_none_or(|s| c.status == s));
+            children.truncate(limit);
+            children
+        }
+    };
     let retain = o.retain().map_or_else(|| "forever".to_owned(), crate::workflow::duration::format);
     let mut response = Json(sagas).into_response();
     if let Ok(v) = HeaderValue::from_str(&retain) {

@@ -46,8 +46,19 @@ pub fn command_stream(prefix: &str, command: &str) -> String {
 /// command's stream under `prefix`, and the command as CloudEvents JSON (the store appends it
 /// under the entry field [`FIELD`]).
 pub fn outbox_encoder(prefix: &str) -> crate::store::redis::OutboxEncoder {
+    use crate::store::redis::Outgoing;
     let prefix = prefix.to_owned();
-    std::sync::Arc::new(move |c: &CommandMessage| (command_stream(&prefix, &c.name), cloudevents::encode_command(c)))
+    std::sync::Arc::new(move |out: Outgoing<'_>| match out {
+        Outgoing::Command(c) => (command_stream(&prefix, &c.name), cloudevents::encode_command(c)),
+        Outgoing::Reply(r) => {
+            (results_stream(r.prefix.as_deref().unwrap_or(&prefix)), cloudevents::encode_result(&r.result))
+        }
+    })
+}
+
+/// The stream that carries the results of the deployment under `prefix`.
+pub fn results_stream(prefix: &str) -> String {
+    format!("{prefix}:results")
 }
 
 /// Tuning of the Redis Streams transport.
@@ -96,7 +107,7 @@ impl RedisStreamsBus {
     }
 
     fn results_stream(&self) -> String {
-        format!("{}:results", self.prefix)
+        results_stream(&self.prefix)
     }
 
     async fn append(&self, entries: Vec<(String, String)>) -> Result<(), BusError> {

@@ -228,6 +228,9 @@ pub struct Instance {
     /// The block runs it started (parallel branches, for_each iterations), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<usize>,
+    /// A `workflow` step: the id of the child saga its latest attempt runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 /// One run of a block: the main block, a parallel branch, a for_each iteration.
@@ -270,6 +273,44 @@ impl BlockRun {
             error: None,
         }
     }
+}
+
+/// Where a result goes: the command a saga answers (a `workflow` step's, or one a `handles`
+/// workflow serves), as the command's metadata named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    /// The command's name.
+    pub command: String,
+    pub correlation_id: String,
+    pub idempotency_key: String,
+    /// The caller's step (instance path) and attempt.
+    pub step: String,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The deployment (bus prefix) the command came from, when it is not this one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// What started a sub-saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    /// The parent saga's id (the calling command's transaction id).
+    pub saga: String,
+    /// The parent's step (instance path) that started it.
+    pub step: String,
+    /// The command this saga answers when it ends; `None` when a worker started it with
+    /// `start-saga` (the worker waits on the record, not on a message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplyTo>,
+    /// When the parent stops waiting (the calling attempt's deadline): a saga still running
+    /// then is cancelled, with code `timeout`.
+    #[serde(default, with = "super::time::option", skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
+    /// How deep in the tree: 1 for a child of a root saga.
+    #[serde(default)]
+    pub depth: u32,
 }
 
 /// A signal that came before any wait took it.
@@ -338,7 +379,13 @@ pub enum HistoryEvent {
     /// A wait took a signal from the inbox.
     SignalTaken { step: String, name: String },
     /// An operator cancelled the saga: what ran is stopped and what completed is undone.
+    /// (Also a sub-saga whose parent compensates, or whose parent's deadline passed.)
     Cancelled { reason: String },
+    /// The parent of this completed sub-saga compensates: its own compensations run.
+    UndoRequested { by: String },
+    /// A command handler of this saga started a sub-saga (a `workflow` step's child is in
+    /// its `dispatched` entry).
+    ChildStarted { id: String, step: String },
     /// An operator asked a failed saga to try its failed compensations again.
     RetryRequested { compensations: Vec<String> },
     /// Undoing begins.
@@ -357,6 +404,9 @@ pub struct HistoryEntry {
     #[serde(flatten)]
     pub event: HistoryEvent,
 }
+
+/// The id of a sub-saga's deadline timer (timer ids are per saga).
+const DEADLINE_TIMER: &str = "deadline";
 
 /// One saga instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -396,6 +446,13 @@ pub struct Saga {
     /// the host's `--retain`. Absent while it runs, or kept forever.
     #[serde(default, with = "super::time::option", skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// What started it, when it is a sub-saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
+    /// The sub-sagas it started, in order: its `workflow` steps' children (every attempt's)
+    /// and those its command handlers started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
 }
 
 impl Saga {
@@ -405,9 +462,25 @@ impl Saga {
         !self.blocks.is_empty()
     }
 
-    /// Every timer the saga waits on: (due, timer id).
+    /// Every timer the saga waits on: (due, timer id). A running sub-saga whose parent has a
+    /// deadline waits on it too (its id is [`Saga::deadline_timer`]).
     pub fn timers(&self) -> impl Iterator<Item = (u64, &str)> {
-        self.steps.iter().filter_map(|s| s.waiting.as_ref()).filter_map(|w| Some((w.due_at?, w.id.as_str())))
+        let deadline = match &self.parent {
+            Some(Parent { deadline: Some(at), .. }) if self.status == SagaStatus::Running => {
+                Some((*at, DEADLINE_TIMER))
+            }
+            _ => None,
+        };
+        self.steps
+            .iter()
+            .filter_map(|s| s.waiting.as_ref())
+            .filter_map(|w| Some((w.due_at?, w.id.as_str())))
+            .chain(deadline)
+    }
+
+    /// The id of the timer of a sub-saga's deadline.
+    pub fn deadline_timer() -> &'static str {
+        DEADLINE_TIMER
     }
 
     /// When its earliest timer is due. Stores index sagas by it, so that timers whose host

@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use super::steps;
 use crate::model::{
-    self, BlockRun, Compensation, ErrorInfo, HistoryEvent, Instance, Phase, Saga, SagaError, SagaStatus, StepStatus,
-    WaitOn,
+    self, BlockRun, Compensation, ErrorInfo, HistoryEvent, Instance, Phase, ReplyTo, Saga, SagaError, SagaStatus,
+    StepStatus, WaitOn,
 };
 use crate::protocol::{CommandMessage, ResultMessage};
 use crate::workflow::expr::Scope;
@@ -46,6 +46,12 @@ pub enum Event {
     Cancel { reason: String },
     /// An operator asks a `failed` saga to try its failed compensations again.
     Retry,
+    /// The parent of this sub-saga compensates the step that ran it: a running saga is
+    /// cancelled, a completed one runs its compensations. `reply`: the compensation command
+    /// to answer once that is done.
+    Undo { reply: Option<ReplyTo> },
+    /// A command handler of this saga started sub-saga `id` from step `step`.
+    ChildStarted { id: String, step: String },
 }
 
 /// What the caller must do after a decision.
@@ -119,6 +125,16 @@ pub fn decide(wf: &Workflow, saga: &mut Saga, event: &Event, now: u64) -> Decisi
             Some(i) => steps::command::on_result(&mut cx, saga, i, &r.outcome),
             None => steps::command::on_late_result(&mut cx, saga, r),
         },
+        Event::Timer { id } if id == Saga::deadline_timer() => {
+            let due = saga.parent.as_ref().and_then(|p| p.deadline);
+            if saga.status == SagaStatus::Running && due.is_some_and(|d| d <= now) {
+                let reason = "the parent step's deadline passed before this sub-saga ended".to_owned();
+                cancel(&mut cx, saga, &reason, crate::protocol::codes::TIMEOUT);
+                true
+            } else {
+                false
+            }
+        }
         Event::Timer { id } => match saga.steps.iter().position(|s| s.waiting.as_ref().is_some_and(|w| w.id == *id)) {
             Some(i) => on_timer(&mut cx, saga, i),
             None => false,
@@ -128,7 +144,13 @@ pub fn decide(wf: &Workflow, saga: &mut Saga, event: &Event, now: u64) -> Decisi
             true
         }
         Event::Cancel { reason } if saga.status == SagaStatus::Running => {
-            cancel(&mut cx, saga, reason);
+            cancel(&mut cx, saga, reason, CANCELLED);
+            true
+        }
+        Event::Undo { reply } => undo(&mut cx, saga, reply.as_ref()),
+        Event::ChildStarted { id, step } if !saga.children.contains(id) => {
+            saga.children.push(id.clone());
+            cx.out.history.push(HistoryEvent::ChildStarted { id: id.clone(), step: step.clone() });
             true
         }
         Event::Retry if saga.status == SagaStatus::Failed => retry(&mut cx, saga),
@@ -221,9 +243,10 @@ fn enter(cx: &mut Ctx<'_>, saga: &mut Saga, run: usize, index: usize) {
         compensation: None,
         waiting: None,
         children: Vec::new(),
+        child: None,
     });
     saga.blocks[run].current = Some(i);
-    if !matches!(step.kind, StepKind::Command(_)) {
+    if !matches!(step.kind, StepKind::Command(_) | StepKind::Workflow(_)) {
         cx.out
             .history
             .push(HistoryEvent::Entered { step: saga.steps[i].path.clone(), kind: step.kind.name().to_owned() });
@@ -236,6 +259,7 @@ fn enter(cx: &mut Ctx<'_>, saga: &mut Saga, run: usize, index: usize) {
         StepKind::Wait(w) => steps::wait::enter(cx, saga, i, w),
         StepKind::Sleep(s) => steps::sleep::enter(cx, saga, i, s),
         StepKind::Fail(f) => steps::fail::enter(cx, saga, i, f),
+        StepKind::Workflow(w) => steps::workflow::enter(cx, saga, i, w),
     }
 }
 
@@ -306,13 +330,13 @@ pub(crate) fn step_of<'w>(wf: &'w Workflow, saga: &Saga, i: usize) -> Option<(us
 /// to `next` (the step's own `next` when `None`).
 pub(crate) fn complete(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, output: Option<Value>, next: Option<Next>) {
     let Some((index, step)) = step_of(cx.wf, saga, i) else { return };
-    let compensable = matches!(&step.kind, StepKind::Command(c) if c.compensate.is_some());
+    let compensable = matches!(&step.kind, StepKind::Command(c) | StepKind::Workflow(c) if c.compensate.is_some());
     let inst = &mut saga.steps[i];
     inst.status = StepStatus::Completed;
     inst.ended_at = Some(cx.now);
     inst.waiting = None;
     inst.error = None;
-    if !matches!(step.kind, StepKind::Command(_) | StepKind::Choice(_)) {
+    if !matches!(step.kind, StepKind::Command(_) | StepKind::Workflow(_) | StepKind::Choice(_)) {
         cx.out.history.push(HistoryEvent::Completed { step: inst.path.clone() });
     }
     if compensable {
@@ -477,7 +501,31 @@ pub(crate) fn continue_compensation(cx: &mut Ctx<'_>, saga: &mut Saga) {
     }
 }
 
-fn cancel(cx: &mut Ctx<'_>, saga: &mut Saga, reason: &str) {
+/// The parent compensates the step that ran this sub-saga: stop it and undo it. The reply
+/// (the parent's compensation command) is answered when this saga ends again.
+fn undo(cx: &mut Ctx<'_>, saga: &mut Saga, reply: Option<&ReplyTo>) -> bool {
+    if let (Some(parent), Some(reply)) = (saga.parent.as_mut(), reply) {
+        if parent.reply.as_ref() == Some(reply) {
+            return false;
+        }
+        parent.reply = Some(reply.clone());
+    }
+    let by = saga.parent.as_ref().map(|p| p.saga.clone()).unwrap_or_default();
+    match saga.status {
+        SagaStatus::Running => cancel(cx, saga, &format!("its parent {by:?} compensates"), CANCELLED),
+        SagaStatus::Completed => {
+            cx.out.history.push(HistoryEvent::UndoRequested { by });
+            saga.expires_at = None;
+            begin_compensation(cx, saga);
+        }
+        // Already undoing, or undone: the reply goes out when it ends (or at once, by the
+        // caller, for a saga that has ended).
+        _ => {}
+    }
+    true
+}
+
+fn cancel(cx: &mut Ctx<'_>, saga: &mut Saga, reason: &str, code: &str) {
     cx.out.history.push(HistoryEvent::Cancelled { reason: reason.to_owned() });
     let wf = cx.wf;
     for i in 0..saga.steps.len() {
@@ -486,8 +534,9 @@ fn cancel(cx: &mut Ctx<'_>, saga: &mut Saga, reason: &str) {
         }
         // A command whose attempt is out may have had its effect: undo it with the rest.
         let uncertain = saga.steps[i].waiting.as_ref().is_some_and(|w| w.phase == Phase::Forward && w.attempt > 0)
-            && step_of(wf, saga, i)
-                .is_some_and(|(_, s)| matches!(&s.kind, StepKind::Command(c) if c.compensate.is_some()));
+            && step_of(wf, saga, i).is_some_and(
+                |(_, s)| matches!(&s.kind, StepKind::Command(c) | StepKind::Workflow(c) if c.compensate.is_some()),
+            );
         let inst = &mut saga.steps[i];
         inst.status = StepStatus::Cancelled;
         inst.ended_at = Some(cx.now);
@@ -503,7 +552,7 @@ fn cancel(cx: &mut Ctx<'_>, saga: &mut Saga, reason: &str) {
             r.current = None;
         }
     }
-    saga.error = Some(SagaError { step: String::new(), code: CANCELLED.into(), message: reason.to_owned() });
+    saga.error = Some(SagaError { step: String::new(), code: code.into(), message: reason.to_owned() });
     begin_compensation(cx, saga);
 }
 
@@ -624,5 +673,7 @@ pub fn new_saga(id: String, wf: &Workflow, input: Value, now: u64) -> Saga {
         updated_at: now,
         revision: 0,
         expires_at: None,
+        parent: None,
+        children: Vec::new(),
     }
 }

@@ -17,14 +17,15 @@
 
 pub mod decide;
 pub mod steps;
+pub mod sub_sagas;
 pub mod timers;
 
 /// The saga record, where it lived before [`crate::model`]: kept so that code written against
 /// `orchestrator::saga` keeps compiling.
 pub use crate::model as saga;
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -212,6 +213,9 @@ struct Inner {
     waiting: std::sync::Mutex<HashMap<String, Vec<oneshot::Sender<Saga>>>>,
     /// Makes generated saga ids unique within this process.
     sequence: AtomicU64,
+    /// Buses of other deployments this host answers commands for (`handles`), by prefix:
+    /// where their sagas' replies go when the store does not send them itself.
+    deployments: std::sync::RwLock<HashMap<String, Arc<dyn EventBus>>>,
     /// Makes generated saga ids unique across processes.
     salt: u64,
     /// How long a finished saga is kept (record, history, outcome records); `None`: forever.
@@ -270,6 +274,7 @@ impl Orchestrator {
                 due: std::sync::Mutex::new(Some(due)),
                 waiting: std::sync::Mutex::new(HashMap::new()),
                 sequence: AtomicU64::new(0),
+                deployments: std::sync::RwLock::new(HashMap::new()),
                 salt,
                 retain,
             }),
@@ -278,6 +283,12 @@ impl Orchestrator {
 
     pub fn workflows(&self) -> &Catalog {
         &self.inner.workflows
+    }
+
+    /// Send the replies of sagas answering commands of the deployment under `prefix` on
+    /// `bus` (see [`sub_sagas::serve`]).
+    pub fn add_deployment(&self, prefix: &str, bus: Arc<dyn EventBus>) {
+        self.inner.deployments.write().expect("deployments lock poisoned").insert(prefix.to_owned(), bus);
     }
 
     /// How long finished sagas are kept; `None`: forever.
@@ -294,6 +305,17 @@ impl Orchestrator {
     /// (a start is idempotent by id, so this is safe), so a caller sees an error only when
     /// the store is really down.
     pub async fn start(&self, workflow: &str, input: Value, id: Option<String>) -> Result<Started, StartError> {
+        self.start_with(workflow, input, id, None).await
+    }
+
+    /// [`Orchestrator::start`], of a sub-saga when `parent` is given.
+    pub(crate) async fn start_with(
+        &self,
+        workflow: &str,
+        input: Value,
+        id: Option<String>,
+        parent: Option<crate::model::Parent>,
+    ) -> Result<Started, StartError> {
         let inner = &self.inner;
         let wf = inner.workflows.get(workflow).ok_or_else(|| StartError::UnknownWorkflow {
             name: workflow.to_owned(),
@@ -314,7 +336,8 @@ impl Orchestrator {
             retry_store(START_RETRY_BUDGET, || inner.store.put_definition(&wf.hash, &wf.text)).await?;
             inner.stored.lock().expect("stored lock poisoned").insert(wf.hash.clone());
         }
-        let saga = new_saga(id.clone(), wf, input, now);
+        let mut saga = new_saga(id.clone(), wf, input, now);
+        saga.parent = parent;
         let Decided::Change(change) = self.decide_all(saga, &[&Event::Start]) else {
             unreachable!("a new saga of a loaded workflow always starts")
         };
@@ -449,6 +472,13 @@ impl Orchestrator {
     /// The saga with this id.
     pub async fn get(&self, id: &str) -> Result<Option<Saga>, StoreError> {
         self.inner.store.load(id).await
+    }
+
+    /// The sub-sagas `saga` started, in the order it started them (those retention has
+    /// deleted already are left out).
+    pub async fn children(&self, saga: &Saga) -> Result<Vec<Saga>, StoreError> {
+        let ids: Vec<&str> = saga.children.iter().map(String::as_str).collect();
+        Ok(self.inner.store.load_many(&ids).await?.into_iter().flatten().collect())
     }
 
     /// The history of the saga with this id, oldest first.
@@ -587,7 +617,10 @@ impl Orchestrator {
             saga.expires_at = None;
         }
         let timers = if saga.status.is_terminal() { Vec::new() } else { pending_timers(&saga) };
-        let transition = Transition { saga, expected_revision: expected, commands, history };
+        // A sub-saga that ended in this change answers the command that started (or undid) it.
+        let ended = history.iter().any(|h| matches!(h.event, crate::model::HistoryEvent::Finished { .. }));
+        let replies = if ended { sub_sagas::reply_of(&saga).into_iter().collect() } else { Vec::new() };
+        let transition = Transition { saga, expected_revision: expected, commands, history, replies };
         Decided::Change(Box::new(Change { transition, timers }))
     }
 
@@ -596,6 +629,7 @@ impl Orchestrator {
     async fn after_commit(&self, changes: Vec<Change>) {
         let inner = &self.inner;
         let mut commands = Vec::new();
+        let mut replies: Vec<crate::store::Reply> = Vec::new();
         for change in changes {
             let saga = &change.transition.saga;
             for cmd in &change.transition.commands {
@@ -611,13 +645,40 @@ impl Orchestrator {
             }
             if !inner.store.dispatches_commands() {
                 commands.extend(change.transition.commands);
+                replies.extend(change.transition.replies);
             }
+        }
+        if !replies.is_empty() {
+            self.send_replies(replies).await;
         }
         if !commands.is_empty()
             && let Err(e) = inner.bus.send_commands(commands).await
         {
             // Not lost: the step's timeout fires and the attempt is retried.
             tracing::warn!("cannot send commands: {e}; their step timeouts will retry them");
+        }
+    }
+
+    /// Send sub-sagas' answers, each on its deployment's bus. A reply lost here (the bus is
+    /// away) is not lost for good: the caller's deadline, or its restart, sends the command
+    /// again, and the saga that ended answers it from its record.
+    async fn send_replies(&self, replies: Vec<crate::store::Reply>) {
+        let mut by_prefix: BTreeMap<Option<String>, Vec<crate::protocol::ResultMessage>> = BTreeMap::new();
+        for r in replies {
+            by_prefix.entry(r.prefix).or_default().push(r.result);
+        }
+        for (prefix, results) in by_prefix {
+            let bus = match &prefix {
+                None => Some(self.inner.bus.clone()),
+                Some(p) => self.inner.deployments.read().expect("deployments lock poisoned").get(p).cloned(),
+            };
+            let Some(bus) = bus else {
+                tracing::error!(prefix = ?prefix, "no bus to the deployment a sub-saga answers: its answer is not sent");
+                continue;
+            };
+            if let Err(e) = bus.send_results(results).await {
+                tracing::warn!("cannot send the answers of sub-sagas: {e}; the callers' deadlines will ask again");
+            }
         }
     }
 

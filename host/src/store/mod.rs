@@ -32,7 +32,7 @@ pub mod redis;
 use async_trait::async_trait;
 
 use crate::model::{HistoryEntry, Saga, SagaStatus};
-use crate::protocol::{CommandMessage, Outcome};
+use crate::protocol::{CommandMessage, Outcome, ResultMessage};
 
 /// The saga an idempotency key belongs to: the key up to its first `/` (the whole key when
 /// it has none). Saga ids never hold a `/` (the API refuses them).
@@ -96,12 +96,23 @@ pub struct Transition {
     pub commands: Vec<CommandMessage>,
     /// What happened, for the saga's history.
     pub history: Vec<HistoryEntry>,
+    /// Results to send: a sub-saga that ended answers the command that started it. Sent as
+    /// the commands are (in the same atomic step by a store that dispatches commands).
+    pub replies: Vec<Reply>,
+}
+
+/// A result a transition sends, and the deployment it goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The bus prefix of the deployment that sent the command, when it is not this one.
+    pub prefix: Option<String>,
+    pub result: ResultMessage,
 }
 
 impl Transition {
     /// A write of `saga` decided from `expected_revision`, with no commands and no history.
     pub fn bare(saga: Saga, expected_revision: u64) -> Transition {
-        Transition { saga, expected_revision, commands: Vec::new(), history: Vec::new() }
+        Transition { saga, expected_revision, commands: Vec::new(), history: Vec::new(), replies: Vec::new() }
     }
 }
 

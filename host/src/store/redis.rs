@@ -44,9 +44,15 @@ use super::{Committed, Created, SagaStore, StoreError, Transition};
 use crate::model::{HistoryEntry, Saga, SagaStatus};
 use crate::protocol::{CommandMessage, Outcome};
 
-/// How the outbox writes a command: the stream to append it to and the entry's `event`
+/// What the outbox writes: a command, or a sub-saga's reply.
+pub enum Outgoing<'a> {
+    Command(&'a CommandMessage),
+    Reply(&'a super::Reply),
+}
+
+/// How the outbox writes a message: the stream to append it to and the entry's `event`
 /// field. Given by the transport that reads those streams.
-pub type OutboxEncoder = std::sync::Arc<dyn Fn(&CommandMessage) -> (String, String) + Send + Sync>;
+pub type OutboxEncoder = std::sync::Arc<dyn Fn(Outgoing<'_>) -> (String, String) + Send + Sync>;
 
 /// Applies a batch of transitions. ARGV: the prefix, the `all`, `timers` and `events` keys,
 /// the lifecycle stream length (0: none), the number of transitions, then for each: mode
@@ -302,9 +308,13 @@ impl RedisStore {
             }
             match &self.outbox {
                 Some(encode) => {
-                    invocation.arg(t.commands.len());
+                    invocation.arg(t.commands.len() + t.replies.len());
                     for c in &t.commands {
-                        let (stream, event) = encode(c);
+                        let (stream, event) = encode(Outgoing::Command(c));
+                        invocation.arg(stream).arg(event);
+                    }
+                    for r in &t.replies {
+                        let (stream, event) = encode(Outgoing::Reply(r));
                         invocation.arg(stream).arg(event);
                     }
                 }

@@ -25,6 +25,10 @@ pub struct Workflow {
     /// file) or an inline table.
     #[serde(default)]
     pub input_schema: Option<Spanned<toml::Value>>,
+    /// A command this workflow answers: the host runs a saga of it for each such command on
+    /// the bus and replies with the saga's output or failure.
+    #[serde(default)]
+    pub handles: Option<Spanned<String>>,
     /// The main block.
     #[serde(default, rename = "step")]
     pub steps: Vec<Spanned<Step>>,
@@ -107,7 +111,8 @@ pub struct Catch {
     pub next: Spanned<String>,
 }
 
-const TOP: &[&str] = &["name", "version", "description", "defaults", "output", "input_schema", "step", "block"];
+const TOP: &[&str] =
+    &["name", "version", "description", "defaults", "output", "input_schema", "handles", "step", "block"];
 const DEFAULTS: &[&str] = &["timeout", "queue_timeout", "retry"];
 const RETRY: &[&str] = &["attempts", "backoff", "max_backoff", "multiplier"];
 /// Every key a step may have (which go with which kind is checked in the next stage).

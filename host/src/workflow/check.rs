@@ -219,6 +219,18 @@ impl<'r, 'a> Resolver<'r, 'a> {
         }
         let output = self.authored.output.as_ref().and_then(|o| self.expr(None, "output", o));
         let input_schema = self.input_schema(file);
+        let handles = self.authored.handles.as_ref().and_then(|h| {
+            if is_command_name(h.get_ref()) {
+                Some(h.get_ref().clone())
+            } else {
+                self.report.at(
+                    Some(h.span()),
+                    None,
+                    format!("handles: {:?} is not a command name: use letters, digits, '.', '_' and '-', e.g. \"travel.book\"", h.get_ref()),
+                );
+                None
+            }
+        });
         let wf = Workflow {
             name: self.authored.name.get_ref().clone(),
             version: self.authored.version.unwrap_or(1),
@@ -229,6 +241,7 @@ impl<'r, 'a> Resolver<'r, 'a> {
             blocks,
             output,
             input_schema,
+            handles,
         };
         self.graph(&wf);
         self.report.errors.is_empty().then_some(wf)
@@ -400,13 +413,13 @@ impl<'r, 'a> Resolver<'r, 'a> {
         let misplaced: Vec<(String, String)> = [
             only("compensate", s.compensate.is_some(), &["command"]),
             only("compensate_input", s.compensate_input.is_some(), &["command"]),
-            only("input", s.input.is_some(), &["command"]),
+            only("input", s.input.is_some(), &["command", "workflow"]),
             only("otherwise", s.otherwise.is_some(), &["choice"]),
             only("run", s.run.is_some(), &["for_each"]),
             only("concurrency", s.concurrency.is_some(), &["for_each"]),
-            only("timeout", s.timeout.is_some(), &["command", "wait"]),
-            only("queue_timeout", s.queue_timeout.is_some(), &["command"]),
-            only("retry", s.retry.is_some(), &["command"]),
+            only("timeout", s.timeout.is_some(), &["command", "workflow", "wait"]),
+            only("queue_timeout", s.queue_timeout.is_some(), &["command", "workflow"]),
+            only("retry", s.retry.is_some(), &["command", "workflow"]),
             only(
                 "next",
                 s.next.is_some() && kind == "choice",
@@ -475,6 +488,7 @@ impl<'r, 'a> Resolver<'r, 'a> {
                 let retry = resolve_retry(self.report, sn, s.retry.as_ref(), self.default_retry);
                 StepKind::Command(Command {
                     command: cmd.get_ref().clone(),
+                    workflow: None,
                     compensate: s.compensate.as_ref().map(|c| c.get_ref().clone()),
                     input,
                     compensate_input,
@@ -604,12 +618,37 @@ impl<'r, 'a> Resolver<'r, 'a> {
                 StepKind::Fail(Fail { code: f.code.get_ref().clone(), message })
             }
             "workflow" => {
-                self.report.at(
-                    s.workflow.as_ref().map(|w| w.span()),
-                    sn,
-                    "workflow steps (sub-sagas) are not supported yet: run the other workflow's steps in a block of this one",
-                );
-                return None;
+                let w = s.workflow.as_ref().expect("kind checked");
+                if !is_identifier(w.get_ref()) {
+                    self.report.at(
+                        Some(w.span()),
+                        sn,
+                        format!(
+                            "{:?} is not a workflow name: letters, digits, '_' and '-', starting with a letter",
+                            w.get_ref()
+                        ),
+                    );
+                }
+                let input = s.input.as_ref().and_then(|t| self.expr(sn, "input", t));
+                // A sub-saga may wait for people or signals: without a timeout of its own, it
+                // may run as long as a step can (the defaults' timeout is for commands).
+                let timeout = resolve_timeout(self.report, sn, s.timeout.as_ref(), MAX_TIMEOUT);
+                let queue_timeout = resolve_queue_timeout(self.report, sn, s.queue_timeout.as_ref(), None);
+                // A child that failed has compensated itself: trying again is the author's
+                // choice, not the default's.
+                let retry =
+                    resolve_retry(self.report, sn, s.retry.as_ref(), RetryPolicy { attempts: 1, ..self.default_retry });
+                let command = super::resolved::sub_saga_command(w.get_ref());
+                StepKind::Workflow(Command {
+                    compensate: Some(command.clone()),
+                    command,
+                    workflow: Some(w.get_ref().clone()),
+                    input,
+                    compensate_input: None,
+                    timeout,
+                    queue_timeout,
+                    retry,
+                })
             }
             _ => unreachable!("kind list"),
         };
@@ -798,7 +837,7 @@ impl<'r, 'a> Resolver<'r, 'a> {
 fn step_exprs(s: &Step) -> Vec<(&'static str, &Expr, bool)> {
     let mut out = Vec::new();
     match &s.kind {
-        StepKind::Command(c) => {
+        StepKind::Command(c) | StepKind::Workflow(c) => {
             out.extend(c.input.as_ref().map(|e| ("input", e, false)));
             out.extend(c.compensate_input.as_ref().map(|e| ("compensate_input", e, true)));
         }

@@ -42,7 +42,7 @@ pub mod expr;
 pub mod resolved;
 pub mod schema;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -285,7 +285,71 @@ pub fn load_dir(dir: &Path, known: Option<&[String]>) -> std::io::Result<(Catalo
             Err(e) => errors.extend(e.0),
         }
     }
+    errors.extend(check_catalog(&mut catalog, known));
     Ok((catalog, errors))
+}
+
+/// What only the whole directory tells, and leaves out of `catalog` the workflows it
+/// refuses: two workflows that `handles` one command (or one a plugin of `known` handles
+/// too); and, with `known` (this host must run everything: embedded, or `baton check`), a
+/// `workflow` step naming a workflow that is not there. Distributed, another host may run it.
+fn check_catalog(catalog: &mut Catalog, known: Option<&[String]>) -> Vec<DefinitionError> {
+    let mut errors = Vec::new();
+    let mut refuse = |wf: &Workflow, line: Option<usize>, step: Option<&str>, message: String| {
+        errors.push(DefinitionError {
+            file: wf.source.clone(),
+            workflow: Some(wf.name.clone()),
+            line,
+            step: step.map(str::to_owned),
+            message,
+        });
+        wf.name.clone()
+    };
+    let mut out = Vec::new();
+    let mut handled: BTreeMap<&str, &str> = BTreeMap::new();
+    for wf in catalog.workflows.values() {
+        let Some(h) = &wf.handles else { continue };
+        if let Some(known) = known
+            && known.binary_search_by(|k| k.as_str().cmp(h)).is_ok()
+        {
+            out.push(refuse(wf, None, None, format!("handles {h:?}, but a plugin handles that command too: a command has one handler, rename one of them")));
+        } else if let Some(first) = handled.insert(h, &wf.name) {
+            out.push(refuse(wf, None, None, format!("handles {h:?}, which workflow {first:?} handles already: a command has one handler, rename one of them")));
+        }
+    }
+    if known.is_some() {
+        // Refusing one workflow may leave another naming it: until nothing changes.
+        loop {
+            let names: BTreeSet<&str> =
+                catalog.workflows.keys().map(String::as_str).filter(|n| !out.iter().any(|o| o == n)).collect();
+            let mut more = Vec::new();
+            for wf in catalog.workflows.values().filter(|wf| names.contains(wf.name.as_str())) {
+                for (_, step) in wf.all_steps() {
+                    if let StepKind::Workflow(c) = &step.kind
+                        && let Some(child) = &c.workflow
+                        && !names.contains(child.as_str())
+                    {
+                        let hint = match closest(child, &names.iter().map(|n| n.to_string()).collect::<Vec<_>>()) {
+                            Some(near) => format!("did you mean {near:?}? "),
+                            None => String::new(),
+                        };
+                        more.push(refuse(wf, Some(step.line), Some(&step.name), format!(
+                            "no workflow {child:?} here for this step's sub-saga: {hint}add {child}.toml to the workflow directory, or fix the name"
+                        )));
+                        break;
+                    }
+                }
+            }
+            if more.is_empty() {
+                break;
+            }
+            out.extend(more);
+        }
+    }
+    for name in out {
+        catalog.workflows.remove(&name);
+    }
+    errors
 }
 
 #[cfg(test)]

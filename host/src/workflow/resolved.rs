@@ -30,6 +30,8 @@ pub struct Workflow {
     pub output: Option<Expr>,
     /// A JSON Schema the saga input must satisfy, checked at start.
     pub input_schema: Option<Schema>,
+    /// The command this workflow answers on the bus (`handles`).
+    pub handles: Option<String>,
 }
 
 /// A list of steps run in order (with jumps).
@@ -89,7 +91,20 @@ pub enum StepKind {
     Wait(Wait),
     Sleep(Sleep),
     Fail(Fail),
+    /// `workflow = "NAME"`: a sub-saga. Run as a command to the host that runs `NAME` (see
+    /// [`sub_saga_command`]), so that retries, deadlines and the compensation log treat it as
+    /// they treat any command.
+    Workflow(Command),
 }
+
+/// The command a `workflow` step sends to run (and, as its compensation, to undo) a saga of
+/// `workflow`: `saga:NAME`. The `:` keeps it apart from every authored command name.
+pub fn sub_saga_command(workflow: &str) -> String {
+    format!("{SUB_SAGA_PREFIX}{workflow}")
+}
+
+/// What [`sub_saga_command`] puts before the workflow's name.
+pub const SUB_SAGA_PREFIX: &str = "saga:";
 
 impl StepKind {
     /// The kind's name, as the grammar spells it.
@@ -103,6 +118,7 @@ impl StepKind {
             StepKind::Sleep(Sleep::For(_)) => "sleep",
             StepKind::Sleep(Sleep::Until(_)) => "sleep_until",
             StepKind::Fail(_) => "fail",
+            StepKind::Workflow(_) => "workflow",
         }
     }
 
@@ -116,10 +132,13 @@ impl StepKind {
     }
 }
 
-/// `command = "..."`: send a command to a worker.
+/// `command = "..."`: send a command to a worker. (Also a `workflow` step's, whose command
+/// and compensation are [`sub_saga_command`].)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
     pub command: String,
+    /// A `workflow` step: the workflow its sub-saga runs.
+    pub workflow: Option<String>,
     /// The command that undoes this step, run when the saga compensates.
     pub compensate: Option<String>,
     /// The payload of `command`; the saga input when absent.

@@ -1,14 +1,17 @@
-//! `travel`: books and cancels the hotel and the flight of a trip.
+//! `travel`: books and cancels the hotel, the flight and the car of a trip.
 //!
 //! - `hotel.book` `{"destination", "date", "nights", "guests", "booking_id"}` ->
 //!   `{"hotel_booking": "htl-<booking_id>", "destination", "nights"}`
 //! - `flight.book` (the same input) -> `{"flight_booking": "flt-<booking_id>", "destination"}`
 //! - `hotel.cancel` `{"hotel_booking", ...}` (the output of `hotel.book`) -> `{"cancelled"}`
 //! - `flight.cancel` `{"flight_booking", ...}` (the output of `flight.book`) -> `{"cancelled"}`
+//! - `car.rent` (the same input) -> `{"car_booking": "car-<booking_id>", "destination", "days"}`
+//! - `car.cancel` `{"car_booking", ...}` (the output of `car.rent`) -> `{"cancelled"}`
 //!
 //! Stateless and deterministic, steered by the input so tests can make a step fail: there is
 //! no hotel in "Atlantis" (`no_hotel`), no hotel room takes more than 8 guests
-//! (`too_many_guests`) and no flight goes to "Nowhere" (`no_flight`), all permanent, so the
+//! (`too_many_guests`), no flight goes to "Nowhere" (`no_flight`) and no car is rented in
+//! "Venice" (`no_car`), all permanent, so the
 //! saga compensates what it booked before. Destinations compare without regard to case.
 use baton_guest::{Context, Failure};
 use serde::{Deserialize, Serialize};
@@ -17,6 +20,8 @@ use serde::{Deserialize, Serialize};
 const NO_HOTEL: &str = "Atlantis";
 /// The destination without a flight.
 const NO_FLIGHT: &str = "Nowhere";
+/// The destination without a car.
+const NO_CAR: &str = "Venice";
 /// The most guests one hotel booking takes.
 const MAX_GUESTS: u32 = 8;
 
@@ -42,6 +47,18 @@ struct HotelBooking {
 struct FlightBooking {
     flight_booking: String,
     destination: String,
+}
+
+#[derive(Serialize)]
+struct CarBooking {
+    car_booking: String,
+    destination: String,
+    days: u32,
+}
+
+#[derive(Deserialize)]
+struct CarCancel {
+    car_booking: String,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +100,17 @@ fn book_flight(trip: Trip, _: &Context) -> Result<FlightBooking, Failure> {
     Ok(FlightBooking { flight_booking: format!("flt-{}", trip.booking_id), destination: trip.destination })
 }
 
+fn rent_car(trip: Trip, _: &Context) -> Result<CarBooking, Failure> {
+    if trip.destination.eq_ignore_ascii_case(NO_CAR) {
+        return Err(Failure::permanent("no_car", format!("no car can be rented in {}", trip.destination)));
+    }
+    Ok(CarBooking { car_booking: format!("car-{}", trip.booking_id), destination: trip.destination, days: trip.nights + 1 })
+}
+
+fn cancel_car(req: CarCancel, _: &Context) -> Result<Cancelled, Failure> {
+    Ok(Cancelled { cancelled: req.car_booking })
+}
+
 fn cancel_hotel(req: HotelCancel, _: &Context) -> Result<Cancelled, Failure> {
     Ok(Cancelled { cancelled: req.hotel_booking })
 }
@@ -96,6 +124,8 @@ baton_guest::worker! {
     "hotel.cancel" => cancel_hotel,
     "flight.book" => book_flight,
     "flight.cancel" => cancel_flight,
+    "car.rent" => rent_car,
+    "car.cancel" => cancel_car,
 }
 
 #[cfg(test)]
@@ -157,6 +187,14 @@ mod tests {
         assert_eq!(code(call("hotel.book", &trip("Lisbon", 9))), ("too_many_guests".into(), false));
         // The flight does not care.
         assert!(call("flight.book", &trip("Lisbon", 9)).is_ok());
+    }
+
+    #[test]
+    fn car_rent_and_cancel() {
+        let booked = call("car.rent", &trip("Lisbon", 2)).unwrap();
+        assert_eq!(booked, json!({"car_booking": "car-b7", "destination": "Lisbon", "days": 4}));
+        assert_eq!(call("car.cancel", &booked), Ok(json!({"cancelled": "car-b7"})));
+        assert_eq!(code(call("car.rent", &trip("venice", 2))), ("no_car".to_owned(), false));
     }
 
     #[test]

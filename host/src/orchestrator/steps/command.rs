@@ -32,7 +32,7 @@ pub(crate) fn enter(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, c: &Command) {
 
 fn definition<'w>(wf: &'w Workflow, saga: &Saga, i: usize) -> Option<&'w Command> {
     match &step_of(wf, saga, i)?.1.kind {
-        StepKind::Command(c) => Some(c),
+        StepKind::Command(c) | StepKind::Workflow(c) => Some(c),
         _ => None,
     }
 }
@@ -95,6 +95,13 @@ fn dispatch(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, phase: Phase, attempt: 
     let deadline = cx.now.saturating_add(queue).saturating_add(def.timeout.as_millis() as u64);
     let Some(cmd) = command_for(cx.wf, saga, i, phase, attempt, deadline) else { return };
     let deadline_at = deadline.saturating_add(TIMEOUT_GRACE_MS);
+    if def.workflow.is_some() && phase == Phase::Forward {
+        let child = model::sub_saga_id(&cmd.meta.idempotency_key, attempt);
+        if !saga.children.contains(&child) {
+            saga.children.push(child.clone());
+        }
+        saga.steps[i].child = Some(child);
+    }
     let inst = &mut saga.steps[i];
     match phase {
         Phase::Forward => inst.attempts = attempt,
@@ -136,6 +143,8 @@ pub(crate) fn begin_compensation(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize) {
     };
     let command = def.compensate.clone().unwrap_or_default();
     let input = match &def.compensate_input {
+        // A sub-saga is undone by its id: the host that runs it compensates it.
+        None if def.workflow.is_some() => Ok(serde_json::json!({ "saga": saga.steps[i].child })),
         Some(e) => e.eval(&SagaScope { saga, run: saga.steps[i].block }),
         // A command whose result never came (cancelled while out) gets what it was sent.
         None => Ok(match (&saga.steps[i].output, &saga.steps[i].input) {

@@ -11,6 +11,7 @@
 //! | `wait` | [`wait`] | a signal, or its timeout |
 //! | `sleep`, `sleep_until` | [`sleep`] | a timer |
 //! | `fail` | [`fail`] | nothing: fails at once |
+//! | `workflow` | [`workflow`] | its sub-saga's end (as a command's result) |
 //!
 //! To add a kind: its grammar in `workflow/` (authored, check, a [`crate::workflow::StepKind`]
 //! variant), a file here, and its arm in `decide::enter`.
@@ -22,6 +23,7 @@ pub mod for_each;
 pub mod parallel;
 pub mod sleep;
 pub mod wait;
+pub mod workflow;
 
 use super::decide::{Ctx, SagaScope};
 use crate::model::{ErrorInfo, Saga};
