@@ -771,7 +771,10 @@ async fn run(
     let o = node.orchestrator.clone();
     let saga = match o.start(name, input, id).await {
         Ok(started) => started.saga,
-        Err(e @ crate::orchestrator::StartError::InvalidInput { .. }) => {
+        Err(
+            e @ (crate::orchestrator::StartError::InvalidInput { .. }
+            | crate::orchestrator::StartError::ExternalUnreachable { .. }),
+        ) => {
             node.shutdown().await?;
             eprintln!("error: {e}");
             return Ok(ExitCode::from(1));
@@ -1070,6 +1073,16 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
             known.len(),
             cli.plugins.display()
         );
+        let external = external_commands(&catalog);
+        if !external.is_empty() {
+            crate::outln!(
+                "{} external command(s), served outside this host by workers on the bus (docs/PROTOCOL.md; they need `baton serve --redis URL`):",
+                external.len()
+            );
+            for (name, workflows) in &external {
+                crate::outln!("  {name:<24} declared by {}", workflows.join(", "));
+            }
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         let broken = if plugins_ok { "" } else { " and plugins that did not load (above)" };
@@ -1078,26 +1091,67 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The external commands the workflows of `catalog` declare, each with the workflows that
+/// declare it.
+fn external_commands(catalog: &Catalog) -> std::collections::BTreeMap<&str, Vec<&str>> {
+    let mut out: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for wf in catalog.workflows.values() {
+        for name in wf.external.keys() {
+            out.entry(name.as_str()).or_default().push(wf.name.as_str());
+        }
+    }
+    out
+}
+
 async fn plugins(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let (runtime, ok) = load_runtime(cli).await?;
+    // The workflows' external commands, listed after the plugins. Workflows with problems are
+    // `baton check`'s business: left out here, quietly, as is a missing directory.
+    let catalog = workflow::load_dir(&cli.workflows, None).map(|(c, _)| c).unwrap_or_default();
+    // (command, workflow, input schema, output schema), as JSON text like a plugin's.
+    let external: Vec<(&str, &str, Option<String>, Option<String>)> = catalog
+        .workflows
+        .values()
+        .flat_map(|wf| {
+            wf.external.iter().map(|(name, e)| {
+                let text = |s: &Option<workflow::schema::Schema>| s.as_ref().map(|s| s.json().to_string());
+                (name.as_str(), wf.name.as_str(), text(&e.input_schema), text(&e.output_schema))
+            })
+        })
+        .collect();
+    let schema = |s: &Option<String>| s.as_deref().unwrap_or("-").to_owned();
     if json {
-        let list: Vec<Value> = runtime
+        let mut list: Vec<Value> = runtime
             .plugins()
             .iter()
             .map(|p| serde_json::json!({ "name": p.name, "path": p.path, "commands": p.commands }))
             .collect();
+        if !external.is_empty() {
+            let commands: Vec<Value> = external
+                .iter()
+                .map(|(name, wf, input, output)| {
+                    serde_json::json!({ "name": name, "workflow": wf, "input_schema": input, "output_schema": output })
+                })
+                .collect();
+            list.push(serde_json::json!({ "name": "external", "external": true, "commands": commands }));
+        }
         crate::outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         for p in runtime.plugins() {
             crate::outln!("{} ({})", p.name, p.path.display());
             for c in &p.commands {
-                let schema = |s: &Option<String>| s.as_deref().unwrap_or("-").to_owned();
                 crate::outln!(
                     "  {:<24} input: {}  output: {}",
                     c.name,
                     schema(&c.input_schema),
                     schema(&c.output_schema)
                 );
+            }
+        }
+        if !external.is_empty() {
+            crate::outln!("external (declared by workflows in {}, served outside this host)", cli.workflows.display());
+            for (name, wf, input, output) in &external {
+                crate::outln!("  {name:<24} workflow: {wf}  input: {}  output: {}", schema(input), schema(output));
             }
         }
     }

@@ -188,11 +188,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
     // handles are named, so a typo still shows.
     let known = runtime.as_ref().map(|r| r.command_names());
     let strict = if config.redis.is_none() { known.as_deref() } else { None };
-    let (catalog, errors) = workflow::load_dir(&config.workflows, strict)
+    let (mut catalog, errors) = workflow::load_dir(&config.workflows, strict)
         .with_context(|| format!("cannot read the workflow directory {}", config.workflows.display()))?;
     for e in &errors {
         eprintln!("warning: workflow not loaded: {e}");
     }
+    check_external(&mut catalog, known.as_deref(), config.redis.is_some());
     if let (Some(known), Some(_), true) = (&known, &config.redis, role.orchestrates()) {
         for wf in catalog.workflows.values() {
             if let Err(unhandled) = workflow::check_commands(wf, known) {
@@ -258,6 +259,37 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
         deployments,
     };
     Ok(Host { parts, role, mode, token, insecure: config.insecure })
+}
+
+/// What a host says about the workflows that declare commands served outside it. A loaded
+/// plugin that handles such a command too is a definition error, here as in `baton check`:
+/// the workflow is not loaded (embedded mode found it already, through the plugin check).
+/// Embedded, no outside worker can reach the in-process bus: the workflow loads, so that a
+/// start is refused with a message that says what to do (logged at start, at `info`).
+fn check_external(catalog: &mut workflow::Catalog, known: Option<&[String]>, distributed: bool) {
+    if let Some(known) = known {
+        catalog.workflows.retain(|_, wf| match workflow::external::check_conflicts(wf, known) {
+            Ok(()) => true,
+            Err(errors) => {
+                for e in errors.0 {
+                    eprintln!("warning: workflow not loaded: {e}");
+                }
+                false
+            }
+        });
+    }
+    if !distributed {
+        for wf in catalog.workflows.values() {
+            let external = wf.external_commands();
+            if !external.is_empty() {
+                tracing::info!(
+                    "workflow {:?} sends {}, declared external: no worker outside this host can reach the in-process bus of embedded mode, so its sagas are refused at start; serve with --redis URL to run them",
+                    wf.name,
+                    external.join(", ")
+                );
+            }
+        }
+    }
 }
 
 /// Serve `host` on `listener` until `shutdown` completes, then stop taking work, let what is

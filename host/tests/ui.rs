@@ -53,6 +53,17 @@ fn dump(wf: &Workflow) -> String {
     if let Some(h) = &wf.handles {
         let _ = writeln!(out, "  handles: {h}");
     }
+    for (name, e) in &wf.external {
+        let schema =
+            |s: &Option<workflow::schema::Schema>| s.as_ref().map_or_else(|| "-".to_owned(), |s| s.json().to_string());
+        let _ = writeln!(
+            out,
+            "  external {name} (line {}): input_schema {}; output_schema {}",
+            e.line,
+            schema(&e.input_schema),
+            schema(&e.output_schema)
+        );
+    }
     for block in &wf.blocks {
         let _ = writeln!(out, "block {}", block.name);
         for s in &block.steps {
@@ -155,6 +166,7 @@ fn valid_workflows_resolve_as_expected() {
     inputs.push(PathBuf::from("../workflows/order.toml"));
     inputs.push(PathBuf::from("../workflows/booking_agent.toml"));
     inputs.push(PathBuf::from("../workflows/trip.toml"));
+    inputs.push(PathBuf::from("../workflows/order_fraud.toml"));
     for file in inputs {
         let text = std::fs::read_to_string(&file).unwrap();
         let actual = match workflow::parse(&file, &text, Some(&known())) {

@@ -6,7 +6,7 @@ use baton_tests::{baton, run};
 fn check_passes_on_the_examples() {
     let ran = run(baton().arg("check"));
     assert_eq!(ran.code, 0, "{ran}");
-    assert!(ran.stdout.starts_with("ok: 2 workflow(s)"), "{ran}");
+    assert!(ran.stdout.starts_with("ok: 7 workflow(s)"), "{ran}");
 }
 
 #[test]

@@ -193,7 +193,10 @@ fn unknown_workflow_is_named_with_the_known_ones() {
     let ran = run(baton().args(["run", "ordr", "--input", "{}"]));
     assert_eq!(ran.code, 1, "{ran}");
     assert!(ran.stderr.contains(r#"no workflow named "ordr""#), "{ran}");
-    assert!(ran.stderr.contains("found: book_flight, book_hotel, booking_agent, order, rent_car, trip"), "{ran}");
+    assert!(
+        ran.stderr.contains("found: book_flight, book_hotel, booking_agent, order, order_fraud, rent_car, trip"),
+        "{ran}"
+    );
 }
 
 #[test]

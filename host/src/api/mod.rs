@@ -366,6 +366,9 @@ async fn start(State(o): State<Orchestrator>, body: Bytes) -> Result<Response, A
         Err(e @ StartError::InvalidInput { .. }) => {
             Err(ApiError(StatusCode::BAD_REQUEST, "invalid_input", e.to_string()))
         }
+        Err(e @ StartError::ExternalUnreachable { .. }) => {
+            Err(ApiError(StatusCode::BAD_REQUEST, "external_unreachable", e.to_string()))
+        }
         Err(StartError::Store(e)) => Err(e.into()),
     }
 }

@@ -1,6 +1,9 @@
 //! The wire format: CloudEvents 1.0, JSON structured mode, with Baton's extension attributes
 //! `transactionid`, `correlationid`, `idempotencykey` and `traceparent` at the top level, so
 //! any process that speaks CloudEvents can route, trace or answer them without knowing Baton.
+//! docs/PROTOCOL.md documents it for workers outside the host, field by field; a test
+//! (`host/tests/protocol_doc.rs`) checks its examples against these functions, so a change
+//! here goes there too.
 //!
 //! ```json
 //! { "specversion": "1.0", "type": "baton.command.v1", "source": "baton",

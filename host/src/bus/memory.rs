@@ -146,6 +146,11 @@ impl EventBus for MemoryBus {
         false
     }
 
+    /// In this process only: nothing outside it can read a command.
+    fn reaches_outside(&self) -> bool {
+        false
+    }
+
     /// In this process: always there.
     async fn ping(&self) -> Result<(), BusError> {
         Ok(())

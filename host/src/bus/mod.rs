@@ -118,6 +118,12 @@ pub trait EventBus: Send + Sync + 'static {
     /// orchestrator sends again the command each unfinished saga waits on.
     fn durable(&self) -> bool;
 
+    /// True when processes other than this one send and receive on this bus (Redis), so that
+    /// a worker outside the host can serve the commands a workflow declares external
+    /// (docs/PROTOCOL.md). False for the in-process bus: a saga that needs an external
+    /// command is refused at start there.
+    fn reaches_outside(&self) -> bool;
+
     /// Whether the bus answers now: `Ok` when messages can be sent, the reason otherwise.
     /// Cheap (one round trip at most): `GET /readyz` calls it. The caller bounds how long it
     /// may take.

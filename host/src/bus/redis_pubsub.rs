@@ -175,6 +175,11 @@ impl EventBus for RedisPubSubBus {
         false
     }
 
+    /// Anyone with the Redis URL and the prefix subscribes and publishes.
+    fn reaches_outside(&self) -> bool {
+        true
+    }
+
     /// `PING` on the connection messages are published on.
     async fn ping(&self) -> Result<(), BusError> {
         redis::cmd("PING").query_async::<()>(&mut self.con.clone()).await.map_err(unavailable)

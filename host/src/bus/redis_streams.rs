@@ -344,6 +344,11 @@ impl EventBus for RedisStreamsBus {
         true
     }
 
+    /// Anyone with the Redis URL and the prefix reads and writes the streams.
+    fn reaches_outside(&self) -> bool {
+        true
+    }
+
     /// `PING` on the connection commands and results are sent on.
     async fn ping(&self) -> Result<(), BusError> {
         redis::cmd("PING").query_async::<()>(&mut self.con.clone()).await.map_err(unavailable)

@@ -99,6 +99,14 @@ pub enum StartError {
     /// The input does not fit the workflow's `input_schema`.
     #[error("the input does not fit workflow {workflow:?}'s input_schema: {}", violations.join("; "))]
     InvalidInput { workflow: String, violations: Vec<String> },
+    /// The workflow sends commands it declares external, and the bus is in-process, where no
+    /// worker outside the host can reach them (embedded mode).
+    #[error(
+        "workflow {workflow:?} sends {}, declared external (served by a worker outside the host), but this host's bus is in-process (embedded mode, or `baton run`): no outside worker can reach it, so the saga could never finish. Run `baton serve --redis URL` and start the saga there (`baton start {workflow} ...`), with a worker for {} on the same Redis and --prefix (see \"Workers outside the sandbox\" in README.md)",
+        commands.join(", "),
+        commands.join(", ")
+    )]
+    ExternalUnreachable { workflow: String, commands: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -321,6 +329,7 @@ impl Orchestrator {
             name: workflow.to_owned(),
             known: inner.workflows.names().join(", "),
         })?;
+        self.check_external(wf)?;
         if let Some(schema) = &wf.input_schema {
             let violations = schema.violations(&input);
             if !violations.is_empty() {
@@ -371,6 +380,18 @@ impl Orchestrator {
         let saga = change.transition.saga.clone();
         self.after_commit(vec![*change]).await;
         Ok(Started { saga, created: true })
+    }
+
+    /// Refuse a workflow whose external commands no outside worker can receive on this bus.
+    fn check_external(&self, wf: &crate::workflow::Workflow) -> Result<(), StartError> {
+        let commands = wf.external_commands();
+        if commands.is_empty() || self.inner.bus.reaches_outside() {
+            return Ok(());
+        }
+        Err(StartError::ExternalUnreachable {
+            workflow: wf.name.clone(),
+            commands: commands.into_iter().map(str::to_owned).collect(),
+        })
     }
 
     /// Send a signal to a saga: a wait that waits for it takes it, or the saga's inbox keeps

@@ -54,6 +54,9 @@ pub const ID_TAKEN: &str = "id_taken";
 pub const UNKNOWN_SAGA: &str = "unknown_saga";
 /// Failure code of a start of a workflow the host does not run.
 pub const UNKNOWN_WORKFLOW: &str = "unknown_workflow";
+/// Failure code of a sub-saga whose workflow needs external commands on a bus that no
+/// outside process reaches (embedded).
+pub const EXTERNAL_UNREACHABLE: &str = "external_unreachable";
 /// Failure code of a sub-saga that could not undo everything (it ended `failed`).
 pub const COMPENSATION_FAILED: &str = "compensation_failed";
 
@@ -275,6 +278,9 @@ impl Orchestrator {
             Err(e @ StartError::UnknownWorkflow { .. }) => {
                 send(Outcome::Err(Failure::permanent(UNKNOWN_WORKFLOW, e.to_string()))).await
             }
+            Err(e @ StartError::ExternalUnreachable { .. }) => {
+                send(Outcome::Err(Failure::permanent(EXTERNAL_UNREACHABLE, e.to_string()))).await
+            }
         }
         Ok(())
     }
@@ -350,6 +356,9 @@ impl SagaHost for Orchestrator {
             Err(StartError::Store(e)) => Err(store_failure(e)),
             Err(e @ StartError::InvalidInput { .. }) => Err(Failure::permanent(codes::INVALID_INPUT, e.to_string())),
             Err(e @ StartError::IdTaken { .. }) => Err(Failure::permanent(ID_TAKEN, e.to_string())),
+            Err(e @ StartError::ExternalUnreachable { .. }) => {
+                Err(Failure::permanent(EXTERNAL_UNREACHABLE, e.to_string()))
+            }
             Err(e @ StartError::UnknownWorkflow { .. }) => Err(Failure::permanent(
                 UNKNOWN_WORKFLOW,
                 format!(

@@ -29,6 +29,9 @@ pub struct Workflow {
     /// the bus and replies with the saga's output or failure.
     #[serde(default)]
     pub handles: Option<Spanned<String>>,
+    /// Commands served outside the host, by name (`[commands."fraud.score"]`).
+    #[serde(default)]
+    pub commands: std::collections::BTreeMap<String, Spanned<super::external::Declaration>>,
     /// The main block.
     #[serde(default, rename = "step")]
     pub steps: Vec<Spanned<Step>>,
@@ -112,7 +115,7 @@ pub struct Catch {
 }
 
 const TOP: &[&str] =
-    &["name", "version", "description", "defaults", "output", "input_schema", "handles", "step", "block"];
+    &["name", "version", "description", "defaults", "output", "input_schema", "handles", "commands", "step", "block"];
 const DEFAULTS: &[&str] = &["timeout", "queue_timeout", "retry"];
 const RETRY: &[&str] = &["attempts", "backoff", "max_backoff", "multiplier"];
 /// Every key a step may have (which go with which kind is checked in the next stage).
@@ -161,6 +164,12 @@ pub fn unknown_keys(doc: &DeTable<'_>) -> Vec<UnknownKey> {
         check_table(d, DEFAULTS, "[defaults]", &mut out);
         if let Some(r) = d.get("retry").and_then(|v| as_table(v.get_ref())) {
             check_table(r, RETRY, "retry", &mut out);
+        }
+    }
+    if let Some(commands) = doc.get("commands").and_then(|v| as_table(v.get_ref())) {
+        // The schemas inside are JSON Schema, not grammar: only the table's own keys.
+        for entry in commands.values().filter_map(|v| as_table(v.get_ref())) {
+            check_table(entry, super::external::KEYS, "a [commands] table", &mut out);
         }
     }
     let mut step_lists: Vec<&DeValue<'_>> = doc.get("step").map(|v| v.get_ref()).into_iter().collect();

@@ -77,10 +77,14 @@ pub fn parse(file: &Path, text: &str, known: Option<&[String]>) -> Result<Workfl
             format!("workflow name {name:?} must start with a letter and hold only letters, digits, '_' and '-'"),
         );
     }
-    let wf = Resolver::new(&mut report, &authored, known).resolve(file, text);
+    // Declared external commands count as known to the steps that send them.
+    let external = super::external::resolve(&mut report, file, &authored.commands, known);
+    let with_external = known.map(|k| super::external::with_known(k, &authored.commands));
+    let wf = Resolver::new(&mut report, &authored, with_external.as_deref()).resolve(file, text);
     if report.errors.is_empty()
-        && let Some(wf) = wf
+        && let Some(mut wf) = wf
     {
+        wf.external = external;
         Ok(wf)
     } else {
         report.errors.sort_by_key(|e| e.line);
@@ -242,6 +246,7 @@ impl<'r, 'a> Resolver<'r, 'a> {
             output,
             input_schema,
             handles,
+            external: BTreeMap::new(),
         };
         self.graph(&wf);
         self.report.errors.is_empty().then_some(wf)
@@ -249,52 +254,10 @@ impl<'r, 'a> Resolver<'r, 'a> {
 
     fn input_schema(&mut self, file: &Path) -> Option<super::schema::Schema> {
         let spanned = self.authored.input_schema.as_ref()?;
-        let value = match spanned.get_ref() {
-            toml::Value::String(path) => {
-                let full = file.parent().unwrap_or(Path::new(".")).join(path);
-                let text = match std::fs::read_to_string(&full) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        self.report.at(
-                            Some(spanned.span()),
-                            None,
-                            format!("input_schema: cannot read {}: {e}", full.display()),
-                        );
-                        return None;
-                    }
-                };
-                match serde_json::from_str(&text) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.report.at(
-                            Some(spanned.span()),
-                            None,
-                            format!("input_schema: {} is not JSON: {e}", full.display()),
-                        );
-                        return None;
-                    }
-                }
-            }
-            toml::Value::Table(_) => match serde_json::to_value(spanned.get_ref()) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.report.at(Some(spanned.span()), None, format!("input_schema: {e}"));
-                    return None;
-                }
-            },
-            _ => {
-                self.report.at(
-                    Some(spanned.span()),
-                    None,
-                    "input_schema must be a path to a JSON file or an inline table",
-                );
-                return None;
-            }
-        };
-        match super::schema::compile(&value) {
+        match super::schema::load(file, "input_schema", spanned.get_ref()) {
             Ok(schema) => Some(schema),
-            Err(e) => {
-                self.report.at(Some(spanned.span()), None, format!("input_schema is not a valid JSON Schema: {e}"));
+            Err(message) => {
+                self.report.at(Some(spanned.span()), None, message);
                 None
             }
         }

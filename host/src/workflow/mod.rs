@@ -7,7 +7,8 @@
 //! 3. [`resolved`]: the immutable [`Workflow`] the orchestrator runs: blocks of steps, one
 //!    [`StepKind`] per step.
 //!
-//! [`check_commands`] checks a workflow against the commands the loaded plugins handle;
+//! [`check_commands`] checks a workflow against the commands the loaded plugins handle (and
+//! [`external`] the commands it declares as served outside the host);
 //! [`expr`] is the expression language (CEL); [`schema`] checks JSON against a JSON Schema.
 //!
 //! This module knows nothing of buses, stores or wasm.
@@ -39,6 +40,7 @@ pub mod authored;
 pub mod check;
 pub mod duration;
 pub mod expr;
+pub mod external;
 pub mod resolved;
 pub mod schema;
 
@@ -176,15 +178,17 @@ pub(crate) fn unknown_command(what: &str, cmd: &str, known: &[String]) -> Option
     };
     let loaded = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
     Some(format!(
-        "no plugin handles {what} {cmd:?}: {hint}add a plugin that exports it to the plugin directory, or fix the name (loaded: {loaded})"
+        "no plugin handles {what} {cmd:?}: {hint}add a plugin that exports it to the plugin directory, declare it served outside the host ([commands.{cmd:?}] external = true), or fix the name (loaded: {loaded})"
     ))
 }
 
 /// Check that some loaded plugin handles every command and compensation of a resolved
-/// workflow. `known` is the sorted list of commands the plugins handle.
+/// workflow that it does not declare external. `known` is the sorted list of commands the
+/// plugins handle.
 pub fn check_commands(wf: &Workflow, known: &[String]) -> Result<(), DefinitionErrors> {
     let errors: Vec<DefinitionError> = wf
         .commands()
+        .filter(|(_, cmd, _)| wf.external(cmd).is_none())
         .filter_map(|(what, cmd, step)| {
             unknown_command(what, cmd, known).map(|message| DefinitionError {
                 file: wf.source.clone(),

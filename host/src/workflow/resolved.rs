@@ -32,6 +32,8 @@ pub struct Workflow {
     pub input_schema: Option<Schema>,
     /// The command this workflow answers on the bus (`handles`).
     pub handles: Option<String>,
+    /// The commands it declares as served outside the host, by name.
+    pub external: std::collections::BTreeMap<String, super::external::External>,
 }
 
 /// A list of steps run in order (with jumps).

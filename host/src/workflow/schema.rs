@@ -1,6 +1,9 @@
 //! JSON Schema checks (the `jsonschema` crate): a workflow's `input_schema` is compiled when
-//! the workflow loads and checked against each saga's input at start.
+//! the workflow loads and checked against each saga's input at start; an external command's
+//! `input_schema` and `output_schema` ([`super::external`]) against its payload before it is
+//! sent and its result when it comes back.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -25,6 +28,22 @@ impl std::fmt::Debug for Schema {
 /// Compile `schema`, or say why it is not a valid JSON Schema.
 pub fn compile(schema: &Value) -> Result<Schema, String> {
     jsonschema::validator_for(schema).map(|v| Schema(Arc::new(v), Arc::new(schema.clone()))).map_err(|e| e.to_string())
+}
+
+/// A schema as a workflow file gives it under `key`: a path to a JSON file (relative to the
+/// workflow `file`) or an inline table; read and compiled, or the message that says why not.
+pub fn load(file: &Path, key: &str, value: &toml::Value) -> Result<Schema, String> {
+    let json = match value {
+        toml::Value::String(path) => {
+            let full = file.parent().unwrap_or(Path::new(".")).join(path);
+            let text =
+                std::fs::read_to_string(&full).map_err(|e| format!("{key}: cannot read {}: {e}", full.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{key}: {} is not JSON: {e}", full.display()))?
+        }
+        toml::Value::Table(_) => serde_json::to_value(value).map_err(|e| format!("{key}: {e}"))?,
+        _ => return Err(format!("{key} must be a path to a JSON file or an inline table")),
+    };
+    compile(&json).map_err(|e| format!("{key} is not a valid JSON Schema: {e}"))
 }
 
 /// Most violations one check reports: enough to fix a payload, bounded for a hostile one.

@@ -94,6 +94,9 @@ fn dispatch(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, phase: Phase, attempt: 
     let queue = def.queue_timeout.map_or(0, |q| q.as_millis() as u64);
     let deadline = cx.now.saturating_add(queue).saturating_add(def.timeout.as_millis() as u64);
     let Some(cmd) = command_for(cx.wf, saga, i, phase, attempt, deadline) else { return };
+    if let Some(error) = external_input_error(cx.wf, &cmd) {
+        return refuse(cx, saga, i, phase, error);
+    }
     let deadline_at = deadline.saturating_add(TIMEOUT_GRACE_MS);
     if def.workflow.is_some() && phase == Phase::Forward {
         let child = model::sub_saga_id(&cmd.meta.idempotency_key, attempt);
@@ -179,7 +182,69 @@ pub(crate) fn on_result(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, outcome: &O
     if saga.steps[i].waiting.as_ref().is_some_and(|w| w.phase == Phase::Forward) {
         saga.steps[i].uncertain = false;
     }
-    on_outcome(cx, saga, i, outcome)
+    match external_output_error(cx.wf, saga, i, outcome) {
+        Some(refused) => on_outcome(cx, saga, i, &refused),
+        None => on_outcome(cx, saga, i, outcome),
+    }
+}
+
+/// The error of an external command whose payload does not fit the `input_schema` its
+/// workflow declares for it (`[commands."NAME"]`), naming each violation's JSON pointer.
+fn external_input_error(wf: &Workflow, cmd: &CommandMessage) -> Option<ErrorInfo> {
+    let schema = wf.external(&cmd.name)?.input_schema.as_ref()?;
+    let violations = schema.violations(&cmd.payload);
+    (!violations.is_empty()).then(|| ErrorInfo {
+        code: codes::INVALID_INPUT.into(),
+        message: format!(
+            "not sent: the payload of {} does not fit the input_schema of [commands.{:?}]: {}",
+            cmd.name,
+            cmd.name,
+            violations.join("; ")
+        ),
+    })
+}
+
+/// Fail instance `i`'s `phase` for good with `error` without sending anything: the same
+/// payload would be refused again, so no retry.
+fn refuse(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, phase: Phase, error: ErrorInfo) {
+    match phase {
+        Phase::Forward => fail(cx, saga, i, error, true),
+        Phase::Compensate => {
+            let now = cx.now;
+            let inst = &mut saga.steps[i];
+            inst.waiting = None;
+            // As a compensate_input that cannot be evaluated: the record keeps the error.
+            if let Some(c) = inst.compensation.as_mut() {
+                c.status = StepStatus::Failed;
+                c.ended_at = Some(now);
+                c.error = Some(error);
+            }
+            continue_compensation(cx, saga);
+        }
+    }
+}
+
+/// The failure that replaces a successful `outcome` of instance `i`'s attempt when its
+/// command is external and the result does not fit the declared `output_schema`: permanent
+/// `invalid_output`, since the same worker would answer the same again.
+fn external_output_error(wf: &Workflow, saga: &Saga, i: usize, outcome: &Outcome) -> Option<Outcome> {
+    let Outcome::Ok(value) = outcome else { return None };
+    let inst = &saga.steps[i];
+    let name = match inst.waiting.as_ref()?.phase {
+        Phase::Forward => inst.command.as_deref()?,
+        Phase::Compensate => inst.compensation.as_ref()?.command.as_str(),
+    };
+    let schema = wf.external(name)?.output_schema.as_ref()?;
+    let violations = schema.violations(value);
+    (!violations.is_empty()).then(|| {
+        Outcome::Err(Failure::permanent(
+            codes::INVALID_OUTPUT,
+            format!(
+                "the result of {name} does not fit the output_schema of [commands.{name:?}]: {}",
+                violations.join("; ")
+            ),
+        ))
+    })
 }
 
 /// The attempt's deadline passed without a result.

@@ -1,0 +1,171 @@
+//! Python for the tests of workers outside the sandbox (`guest-sdk/python`): a virtual
+//! environment with redis-py under the target directory, made on first use (`python3 -m venv`,
+//! `pip install redis`), so a fresh machine needs only CPython 3.9 or later and PyPI; and a
+//! worker process of the library, `python -m baton_worker.bus`, to start, kill or stop.
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The library's directory (what `PYTHONPATH` points at).
+pub fn sdk_dir() -> PathBuf {
+    crate::root().join("guest-sdk/python")
+}
+
+/// `<target>/py-venv`: beside the profile directories of the test executable.
+fn venv_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target
+    let target = exe.ancestors().nth(3).expect("test executable in target/<profile>/deps");
+    target.join("py-venv")
+}
+
+/// The venv's interpreter, the venv made first when missing (once per process; another
+/// process making it at the same time loses the rename and uses the winner's).
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    static MAKING: Mutex<()> = Mutex::new(());
+    if let Some(p) = PYTHON.get() {
+        return p.clone();
+    }
+    let _guard = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    PYTHON.get_or_init(make_venv).clone()
+}
+
+fn make_venv() -> PathBuf {
+    let dir = venv_dir();
+    let bin = dir.join("bin/python");
+    let has_redis = |python: &Path| {
+        Command::new(python).args(["-c", "import redis"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    };
+    if has_redis(&bin) {
+        return bin;
+    }
+    let base = std::env::var("BATON_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let tmp = dir.with_file_name(format!("py-venv.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let run = |cmd: &mut Command, what: &str| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run it: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        Command::new(&base).args(["-m", "venv"]).arg(&tmp),
+        &format!("{base} -m venv {} (set BATON_TEST_PYTHON to a CPython 3.9+ with venv)", tmp.display()),
+    );
+    run(
+        Command::new(tmp.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "redis>=4.2",
+        ]),
+        "pip install redis (the outside-worker tests need PyPI, once)",
+    );
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Someone else made it meanwhile.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    assert!(has_redis(&bin), "{} has no redis-py after it was made", bin.display());
+    bin
+}
+
+/// `python` with the library on its path, in `dir`.
+pub fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.current_dir(dir).env("PYTHONPATH", sdk_dir()).env("PYTHONUNBUFFERED", "1").env_remove("BATON_WORKER_LOG");
+    cmd
+}
+
+/// A `python -m baton_worker.bus` process.
+pub struct Worker {
+    child: Child,
+    /// Every line it wrote on stderr so far.
+    log: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Worker {
+    /// Start a worker of `module` (a `.py` file) on `redis`/`prefix` with `args`, and wait
+    /// until it serves.
+    pub fn start(module: &Path, redis: &str, prefix: &str, args: &[&str], env: &[(&str, &str)]) -> Worker {
+        let mut cmd = command(module.parent().expect("a module in a directory"));
+        cmd.args(["-m", "baton_worker.bus", "--module"])
+            .arg(module)
+            .args(["--redis", redis, "--prefix", prefix])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start python -m baton_worker.bus");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[python worker] {line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let worker = Worker { child, log };
+        worker.wait_for_log("serving ", Duration::from_secs(30));
+        worker
+    }
+
+    /// Wait until a line of its log contains `text`; panics after `limit`.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            assert!(Instant::now() < deadline, "the python worker did not log {text:?} within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(mut self, limit: Duration) -> ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the python worker did not stop within {limit:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
