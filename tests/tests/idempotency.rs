@@ -72,6 +72,28 @@ async fn duplicate_is_answered_from_the_record(rt: &Runtime, store: &dyn SagaSto
     assert_eq!(other.outcome, Outcome::Ok(json!({"n": 3})), "{name}");
 }
 
+/// An attempt refused as `expired` leaves no record, so the later attempt that runs in time
+/// is the one recorded, and a duplicate of it is answered from the record, not run again.
+#[tokio::test]
+async fn after_an_expired_attempt_the_next_one_is_recorded() {
+    let rt = runtime().await;
+    let (stores, _dir, _guard) = stores("idem_expired").await;
+    for (name, store) in stores {
+        let store = store.as_ref();
+        let mut late = command("testkit.echo", "k-late", 1, json!({"n": 1}));
+        late.deadline_ms = 1;
+        let r1 = handle(&rt, store, &SystemClock, late).await;
+        assert!(matches!(&r1.outcome, Outcome::Err(f) if f.code == "expired" && f.retryable), "{name}: {r1:?}");
+        assert_eq!(store.outcome("testkit.echo", "k-late").await.unwrap(), None, "{name}: not recorded");
+        let r2 = handle(&rt, store, &SystemClock, command("testkit.echo", "k-late", 2, json!({"n": 2}))).await;
+        assert_eq!(r2.outcome, Outcome::Ok(json!({"n": 2})), "{name}: the next attempt runs");
+        assert_eq!(store.outcome("testkit.echo", "k-late").await.unwrap(), Some(r2.outcome.clone()), "{name}");
+        // A duplicate of it (redelivered) with another payload: had it run, it would echo n 3.
+        let dup = handle(&rt, store, &SystemClock, command("testkit.echo", "k-late", 2, json!({"n": 3}))).await;
+        assert_eq!(dup.outcome, r2.outcome, "{name}: answered from the record");
+    }
+}
+
 #[tokio::test]
 async fn fatal_failures_are_recorded_and_retryable_ones_are_not() {
     let rt = runtime().await;

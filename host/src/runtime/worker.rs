@@ -13,8 +13,11 @@
 //!
 //! Deadlines: a command that reaches its slot at or after its deadline (it waited behind a
 //! busy pool, or no worker was up) is not started. It is answered `expired`, and that answer
-//! is recorded, so a redelivery of it is refused from the record; a later attempt of the same
-//! step, in time, runs. A run is stopped at its deadline whatever its timeout says.
+//! is not recorded: a redelivery of the same attempt is past the same deadline and is refused
+//! by the same check, and a later attempt of the same step, in time, runs, and its outcome is
+//! the one recorded under the key (stores keep the first record of a key, so recording the
+//! refusal would leave that attempt unrecorded, and a duplicate of it would run again). A
+//! run is stopped at its deadline whatever its timeout says.
 //!
 //! Batched, because a command costs a plugin call of about ten microseconds and each trip to
 //! a broker costs more: the idempotency records of a whole batch of commands are read in one
@@ -301,9 +304,10 @@ impl Pool {
 }
 
 /// What to answer without running the command, if anything: the recorded outcome of a
-/// duplicate, or `expired` for a command that reached its slot past its deadline (recorded,
-/// so that a redelivery of it is refused too). `(outcome, record it)`. A recorded `expired`
-/// does not answer a command that is itself in time: that is a later attempt, which runs.
+/// duplicate, or `expired` for a command that reached its slot past its deadline (not
+/// recorded: see the module documentation). `(outcome, record it)`. An `expired` in the record
+/// (written by an older version, or by an outside worker) does not answer a command that is
+/// itself in time: that is a later attempt, which runs.
 fn before_run(cmd: &CommandMessage, recorded: Option<Outcome>, now: u64, plugin: &str) -> Option<(Outcome, bool)> {
     let expired = cmd.expired_at(now);
     match recorded {
@@ -332,7 +336,7 @@ fn before_run(cmd: &CommandMessage, recorded: Option<Outcome>, now: u64, plugin:
         )
     };
     tracing::info!(code = codes::EXPIRED, "{message}");
-    Some((Outcome::Err(Failure::retryable(codes::EXPIRED, message)), true))
+    Some((Outcome::Err(Failure::retryable(codes::EXPIRED, message)), false))
 }
 
 /// Record the outcomes and send the results of finished commands, in batches, then
