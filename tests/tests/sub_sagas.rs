@@ -290,3 +290,59 @@ fn check_names_a_missing_sub_workflow_and_a_command_handled_twice() {
     assert!(ran.stderr.contains(r#"no workflow "trp" here for this step's sub-saga: did you mean "trip"?"#), "{ran}");
     assert!(ran.stderr.contains(r#"handles "x.y", which workflow "trip" handles already"#), "{ran}");
 }
+
+/// A worker waiting in `run-saga` when its host is SIGKILLed: the command comes again
+/// (re-sent on restart, or redelivered), the worker re-attaches to the same child (its id
+/// derives from the command's idempotency key), and the parent finishes with the child's
+/// output. Exactly one child exists, and its work happened once. Embedded, and on Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waiting_in_run_saga_survives_a_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let workflows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        workflows.path().join("asker.toml"),
+        r#"name = "asker"
+[[step]]
+name = "ask"
+command = "testkit.sagas"
+input = "{ 'calls': [{ 'call': 'run', 'workflow': 'kid', 'input': { 'n': 2 } }], 'fail': true }"
+timeout = "1m"
+"#,
+    )
+    .unwrap();
+    std::fs::write(workflows.path().join("kid.toml"), KID).unwrap();
+    let prefix = baton_tests::unique_prefix("sub_run_kill");
+    let _guard = PrefixGuard(prefix.clone());
+    let wf = workflows.path().to_str().unwrap().to_owned();
+    let embedded =
+        vec!["--data".to_owned(), data.path().to_str().unwrap().to_owned(), "--workflows".into(), wf.clone()];
+    let redis = vec![
+        "--redis".to_owned(),
+        baton_tests::redis_url(),
+        "--prefix".into(),
+        prefix.clone(),
+        "--visibility-timeout".into(),
+        "1s".into(),
+        "--workflows".into(),
+        wf,
+    ];
+    for (mode, args) in [("embedded", embedded), ("redis", redis)] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Server::start(&args).await;
+        assert_eq!(server.start_saga("asker", "wk-1", &json!({})).await.unwrap().0, 201, "{mode}");
+        server.until_waiting("wk-1.ask.1", "hold").await;
+        server.kill();
+        let server = Server::start(&args).await;
+        assert_eq!(server.signal("wk-1.ask.1", "go", &json!({"ok": 1})).await.0, 202, "{mode}");
+        let saga = &server.wait_all(&["wk-1".to_owned()], Duration::from_secs(60)).await[0];
+        assert_eq!(saga["status"], "completed", "{mode}: {saga:#}");
+        assert_eq!(step(saga, "ask")["output"]["results"][0]["ok"], json!({"n": 2, "go": {"ok": 1}}), "{mode}");
+        assert_eq!(saga["children"], json!(["wk-1.ask.1"]), "{mode}: one child, noted in its parent");
+        let kids = children(&server, "wk-1").await;
+        assert_eq!(kids.len(), 1, "{mode}: {kids:#?}");
+        assert_eq!(kids[0]["parent"]["step"], "ask", "{mode}");
+        let h = history(&server, "wk-1.ask.1").await;
+        let runs = h.iter().filter(|e| e["event"] == "succeeded" && e["step"] == "work").count();
+        assert_eq!(runs, 1, "{mode}: the child's work happened once: {h:#?}");
+    }
+}
