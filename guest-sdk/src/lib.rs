@@ -30,12 +30,54 @@
 //! Build with `cargo build --target wasm32-wasip2 --release` and drop the `.wasm` into the
 //! host's plugin directory.
 //!
+//! # Running a sub-saga
+//!
+//! A handler can orchestrate work of its own: [`saga::run`] starts a saga of another
+//! workflow, waits for its end and hands back its output, typed. The saga is a child of the
+//! command's saga and step; its id derives from the command's idempotency key, so if the
+//! command is delivered again (a crash, a retry) the call re-attaches to the same child
+//! instead of starting a second one.
+//!
+//! ```no_run
+//! use baton_guest::{Context, Failure, saga};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize, Serialize)]
+//! struct Order { order_id: String, amount: f64 }
+//!
+//! #[derive(Deserialize, Serialize)]
+//! struct Paid { payment_id: String }
+//!
+//! fn checkout(order: Order, _: &Context) -> Result<Paid, Failure> {
+//!     // Runs the whole `payment` workflow (with its retries and compensations) and returns
+//!     // its output; a payment saga that compensated is a permanent failure here.
+//!     saga::run::<_, Paid>("payment", &order)
+//! }
+//!
+//! baton_guest::worker! { "shop.checkout" => checkout }
+//! # fn main() {}
+//! ```
+//!
+//! While the handler waits, its instance is suspended: it holds no thread of the host and
+//! its CPU time does not run, but the step's `timeout` does, so give the step a timeout long
+//! enough for the child saga. [`saga::start`] starts a saga without waiting for it,
+//! [`saga::signal`] sends one a signal and [`saga::get`] reads its record. On a host that runs
+//! no orchestrator every call fails with the permanent code `no_orchestrator`.
+//!
 //! # Layout
 //!
 //! - [`Failure`]: what a handler returns when it cannot do its job, and whether a retry helps.
 //! - [`Context`]: the command's metadata (saga id, step, attempt, idempotency key).
 //! - [`Registry`]: the table of commands [`worker!`] builds; use it directly to attach JSON
 //!   Schemas with [`Registry::command_with_schema`].
+//! - [`saga`]: start, run, signal and read sagas from a handler.
+//!
+//! # Contract
+//!
+//! The SDK builds components of `baton:saga@0.2.0` (`wit/saga.wit` in the repository):
+//! they export `worker` and, when they call [`saga`], import `orchestrator`. The host also
+//! runs components built against `baton:saga@0.1.0`, so plugins built with earlier versions
+//! of this crate keep working unchanged.
 #![deny(missing_docs)]
 
 use serde::Serialize;
@@ -44,7 +86,7 @@ use serde::de::DeserializeOwned;
 #[doc(hidden)]
 pub mod __bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/saga.wit",
         world: "worker-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_worker_plugin",
@@ -214,6 +256,134 @@ impl Registry {
             handler: erased,
         });
         self
+    }
+}
+
+/// Start, run, signal and read sagas from a handler: the `orchestrator` import of
+/// `baton:saga@0.2.0`.
+///
+/// Every call acts on behalf of the command being handled: a saga it starts is a child of
+/// that command's saga and step. Inputs and payloads are any [`Serialize`] value, outputs any
+/// [`DeserializeOwned`] one; they travel as JSON. A [`Failure`] says whether the same call
+/// may succeed if made again (`retryable`); a handler usually returns it as its own, with `?`.
+///
+/// Ids: [`start`](saga::start) with an id starts the saga under that id (1 to 200
+/// characters, no whitespace, control characters or any of `/?#%\`; any other fails with
+/// `invalid_id`). Without one, and always for [`run`](saga::run), the id derives from the
+/// command's idempotency key and the call's index among this command's calls without an id,
+/// counted from 1: a redelivered command that makes the same calls in the same order
+/// re-attaches to the sagas its first delivery started. A failed call counts too, so calling
+/// again in the same run would start another saga: to try again, return the failure (the
+/// step's retry policy retries the command, whose calls re-attach) or name the saga.
+///
+/// ```no_run
+/// use baton_guest::{Context, Failure, saga};
+/// use serde_json::{Value, json};
+///
+/// fn plan(req: Value, ctx: &Context) -> Result<Value, Failure> {
+///     // Two sub-sagas side by side: start both, then wait for the second through `get`.
+///     let hotel = saga::start("hotel", &req, None)?;
+///     let audit = saga::start("audit", &json!({ "by": ctx.transaction_id }), Some("audit-7"))?;
+///     saga::signal(&audit, "begin", &json!({}))?;
+///     let record = saga::get(&hotel)?;
+///     Ok(json!({ "hotel": hotel, "status": record["status"] }))
+/// }
+/// # fn main() {}
+/// ```
+pub mod saga {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use serde_json::Value;
+
+    use super::__bindings::baton::saga::orchestrator as wit;
+    use super::__bindings::baton::saga::types::Failure as WitFailure;
+    use super::Failure;
+
+    /// Start (or re-attach to) a saga of `workflow` with `input`, wait for its end and
+    /// return its output. A saga that compensated or failed is a permanent failure with the
+    /// saga's error code; an output that does not fit `Out` is the permanent
+    /// `invalid_output`.
+    ///
+    /// ```no_run
+    /// # use baton_guest::{Failure, saga};
+    /// # fn f() -> Result<(), Failure> {
+    /// let receipt: serde_json::Value = saga::run("payment", &serde_json::json!({ "amount": 12.5 }))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn run<In, Out>(workflow: &str, input: &In) -> Result<Out, Failure>
+    where
+        In: Serialize + ?Sized,
+        Out: DeserializeOwned,
+    {
+        let input = to_json("saga::run", "input", input)?;
+        let output = wit::run_saga(workflow, &input).map_err(from_wit)?;
+        serde_json::from_str(&output).map_err(|e| {
+            Failure::permanent(
+                "invalid_output",
+                format!("saga::run({workflow:?}): the saga's output does not match the expected type: {e}"),
+            )
+        })
+    }
+
+    /// Start a saga of `workflow` with `input` and return its id at once, without waiting
+    /// for it: under `id` when given, else under an id derived from the command (see the
+    /// module's documentation). Starting again under an existing id with the same workflow
+    /// and input re-attaches to that saga.
+    ///
+    /// ```no_run
+    /// # use baton_guest::{Failure, saga};
+    /// # fn f() -> Result<(), Failure> {
+    /// let id = saga::start("notify", &serde_json::json!({ "to": "ada" }), None)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn start<In>(workflow: &str, input: &In, id: Option<&str>) -> Result<String, Failure>
+    where
+        In: Serialize + ?Sized,
+    {
+        let input = to_json("saga::start", "input", input)?;
+        wit::start_saga(workflow, &input, id).map_err(from_wit)
+    }
+
+    /// Send signal `name` with `payload` to saga `id`.
+    ///
+    /// ```no_run
+    /// # use baton_guest::{Failure, saga};
+    /// # fn f() -> Result<(), Failure> {
+    /// saga::signal("order-7", "approved", &serde_json::json!({ "by": "ada" }))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn signal<P>(id: &str, name: &str, payload: &P) -> Result<(), Failure>
+    where
+        P: Serialize + ?Sized,
+    {
+        let payload = to_json("saga::signal", "payload", payload)?;
+        wit::signal_saga(id, name, &payload).map_err(from_wit)
+    }
+
+    /// Saga `id`'s record, as `GET /v1/sagas/{id}` returns it: `status`, `output`, `error`,
+    /// the steps.
+    ///
+    /// ```no_run
+    /// # use baton_guest::{Failure, saga};
+    /// # fn f() -> Result<(), Failure> {
+    /// let done = saga::get("order-7")?["status"] == "completed";
+    /// # Ok(()) }
+    /// ```
+    pub fn get(id: &str) -> Result<Value, Failure> {
+        let record = wit::get_saga(id).map_err(from_wit)?;
+        serde_json::from_str(&record).map_err(|e| {
+            Failure::permanent("invalid_output", format!("saga::get({id:?}): the record is not JSON: {e}"))
+        })
+    }
+
+    fn to_json<T: Serialize + ?Sized>(call: &str, what: &str, value: &T) -> Result<String, Failure> {
+        serde_json::to_string(value).map_err(|e| {
+            Failure::permanent("invalid_input", format!("{call}: the {what} is not serialisable as JSON: {e}"))
+        })
+    }
+
+    fn from_wit(f: WitFailure) -> Failure {
+        Failure { code: f.code, message: f.message, retryable: f.retryable }
     }
 }
 

@@ -1124,7 +1124,9 @@ async fn plugins(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
         let mut list: Vec<Value> = runtime
             .plugins()
             .iter()
-            .map(|p| serde_json::json!({ "name": p.name, "path": p.path, "commands": p.commands }))
+            .map(|p| {
+                serde_json::json!({ "name": p.name, "path": p.path, "contract": p.contract, "commands": p.commands })
+            })
             .collect();
         if !external.is_empty() {
             let commands: Vec<Value> = external
@@ -1138,7 +1140,7 @@ async fn plugins(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
         crate::outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         for p in runtime.plugins() {
-            crate::outln!("{} ({})", p.name, p.path.display());
+            crate::outln!("{} ({}, {})", p.name, p.path.display(), p.contract);
             for c in &p.commands {
                 crate::outln!(
                     "  {:<24} input: {}  output: {}",

@@ -83,10 +83,10 @@ impl Node {
                 let (o, rx) = (orchestrator.clone(), shutdown_rx.clone());
                 tasks.push(tokio::spawn(sub_sagas::serve(o, bus, Some(prefix), routes, rx)));
             }
-            // MERGE: runtime.set_saga_host once the worker import lands.
-            // if let Some(runtime) = &parts.runtime {
-            //     runtime.set_saga_host(Arc::new(orchestrator.clone()));
-            // }
+            // Workers of this host that run sub-sagas ask this orchestrator.
+            if let Some(runtime) = &parts.runtime {
+                runtime.set_saga_host(Arc::new(orchestrator.clone()));
+            }
         }
         if role.works() {
             let runtime = parts.runtime.expect("a worker node needs a plugin runtime");

@@ -148,7 +148,10 @@ fn a_broken_wasm_is_named_and_the_others_still_load() {
         .filter(|p| p["external"] != true)
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["chat", "inventory", "notification", "payment", "shipping", "testkit", "travel"]);
+    assert_eq!(
+        names,
+        ["chat", "concierge", "inventory", "legacy", "notification", "payment", "shipping", "testkit", "travel"]
+    );
 
     let checked = run(baton().env("BATON_PLUGINS", plugins.path()).arg("check"));
     assert_eq!(checked.code, 1, "{checked}");
@@ -172,6 +175,9 @@ fn plugins_lists_commands_and_schemas() {
     let testkit = list.as_array().unwrap().iter().find(|p| p["name"] == "testkit").expect("testkit listed");
     let echo = testkit["commands"].as_array().unwrap().iter().find(|c| c["name"] == "testkit.echo").unwrap();
     assert_eq!(echo["input_schema"], r#"{"type":"object"}"#);
+    assert_eq!(testkit["contract"], "baton:saga@0.2.0");
+    let legacy = list.as_array().unwrap().iter().find(|p| p["name"] == "legacy").expect("legacy listed");
+    assert_eq!(legacy["contract"], "baton:saga@0.1.0", "built against the previous contract");
 }
 
 #[test]

@@ -33,7 +33,8 @@ async fn embedded_serve_runs_sagas_over_http() {
     let (code, err) = server.start_saga("nope", "x", &input).await.unwrap();
     assert_eq!(code, 404);
     assert_eq!(err["error"]["code"], "unknown_workflow");
-    assert!(err["error"]["message"].as_str().unwrap().contains("known: booking_agent, order"));
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("known: book_flight, book_hotel, booking_agent, order, "), "{message}");
     let (code, err) = server.get("/v1/sagas/missing").await;
     assert_eq!((code, err["error"]["code"].as_str()), (404, Some("not_found")));
     let (code, err) = server.get("/v1/sagas?status=bogus").await;

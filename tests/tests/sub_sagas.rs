@@ -346,3 +346,32 @@ timeout = "1m"
         assert_eq!(runs, 1, "{mode}: the child's work happened once: {h:#?}");
     }
 }
+
+/// The concierge plugin books a whole trip from inside its handler (`run-saga`): the trip and
+/// its three sub-sagas run on the same host, under ids derived from the command's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concierge_runs_a_trip_from_inside_its_handler() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["trip.toml", "book_flight.toml", "book_hotel.toml", "rent_car.toml"] {
+        std::fs::copy(baton_tests::root().join("workflows").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("getaway.toml"),
+        "name = \"getaway\"\n[[step]]\nname = \"book\"\ncommand = \"concierge.book\"\ntimeout = \"1m\"\nretry = { attempts = 1 }\n",
+    )
+    .unwrap();
+    let mut cfg = config(data.path());
+    cfg.workflows = dir.path().to_owned();
+    let host = InProcess::start(cfg).await;
+    let request = json!({"traveller": "Ada", "from": "London", "to": "Lisbon", "date": "2027-01-02", "nights": 2});
+    assert_eq!(host.start_saga("getaway", "ga-1", &request).await.unwrap().0, 201);
+    let saga = &host.wait_all(&["ga-1".to_owned()], Duration::from_secs(60)).await[0];
+    assert_eq!(saga["status"], "completed", "{saga:#}");
+    let out = &step(saga, "book")["output"];
+    assert_eq!(out["summary"], "Ada travels from London to Lisbon for 2 nights: booked.", "{out:#}");
+    assert_eq!(out["trip"], json!({"trip": "ga-1", "flight": "flt-ga-1", "hotel": "htl-ga-1", "car": "car-ga-1"}));
+    assert_eq!(saga["children"], json!(["ga-1.book.1"]));
+    assert_eq!(children(&host, "ga-1.book.1").await.len(), 3, "the trip's own sub-sagas");
+    host.stop().await;
+}

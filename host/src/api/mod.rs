@@ -48,12 +48,8 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 /// careless or hostile client from making the host buffer gigabytes.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// Longest saga id, in characters.
-pub const MAX_ID_CHARS: usize = 200;
-
-/// Characters an id may not hold besides whitespace and control characters: they mean
-/// something in a URL path or query, so an id holding one could not be addressed plainly.
-const ID_FORBIDDEN: &str = "/?#%\\";
+/// Saga ids: what one may be (the rule lives in `model`, shared with the runtime).
+pub use crate::model::{MAX_ID_CHARS, check_id};
 
 /// Most sagas one `GET /v1/sagas` returns.
 const MAX_LIST: usize = 10_000;
@@ -321,24 +317,6 @@ struct StartRequest {
     input: Value,
     #[serde(default)]
     id: Option<String>,
-}
-
-/// Whether `id` may name a saga; the error says what an id may be.
-pub fn check_id(id: &str) -> Result<(), String> {
-    let chars = id.chars().count();
-    let bad = id.chars().find(|c| c.is_whitespace() || c.is_control() || ID_FORBIDDEN.contains(*c));
-    if chars == 0 || chars > MAX_ID_CHARS || bad.is_some() {
-        let shown: String = id.chars().take(40).collect();
-        let why = match bad {
-            Some(c) => format!("it holds {c:?}"),
-            None => format!("it has {chars} characters"),
-        };
-        return Err(format!(
-            "{shown:?}{} is not a saga id ({why}): an id is 1 to {MAX_ID_CHARS} characters, with no whitespace, control characters or any of {ID_FORBIDDEN}",
-            if chars > 40 { "..." } else { "" }
-        ));
-    }
-    Ok(())
 }
 
 async fn start(State(o): State<Orchestrator>, body: Bytes) -> Result<Response, ApiError> {

@@ -22,6 +22,9 @@
 //!   `order-1.ship`, `trip-7.book.flight@2`;
 //! - the n-th sub-saga a command handler starts without naming one ([`call_saga_id`]): the
 //!   command's idempotency key read the same way, and the call's index: `order-1.plan.1`.
+//!
+//! A saga id given from outside (the API's `"id"`, `baton start --id`, a worker's
+//! `start-saga`) must pass [`check_id`]; every derived id does.
 
 pub mod saga;
 pub mod time;
@@ -61,8 +64,34 @@ pub fn timer_id(saga: &str, path: &str) -> String {
     format!("{saga}/{path}/timer")
 }
 
+/// Longest saga id, in characters.
+pub const MAX_ID_CHARS: usize = 200;
+
+/// Characters a saga id may not hold besides whitespace and control characters: they mean
+/// something in a URL path or query, so an id holding one could not be addressed plainly.
+pub const ID_FORBIDDEN: &str = "/?#%\\";
+
+/// Whether `id` may name a saga; the error says what an id may be. The one rule for an id
+/// given from outside: by the HTTP API, `baton start --id`, and a worker's `start-saga`.
+pub fn check_id(id: &str) -> Result<(), String> {
+    let chars = id.chars().count();
+    let bad = id.chars().find(|c| c.is_whitespace() || c.is_control() || ID_FORBIDDEN.contains(*c));
+    if chars == 0 || chars > MAX_ID_CHARS || bad.is_some() {
+        let shown: String = id.chars().take(40).collect();
+        let why = match bad {
+            Some(c) => format!("it holds {c:?}"),
+            None => format!("it has {chars} characters"),
+        };
+        return Err(format!(
+            "{shown:?}{} is not a saga id ({why}): an id is 1 to {MAX_ID_CHARS} characters, with no whitespace, control characters or any of {ID_FORBIDDEN}",
+            if chars > 40 { "..." } else { "" }
+        ));
+    }
+    Ok(())
+}
+
 /// Longest id a derivation gives; a longer one keeps its head and a digest of the whole.
-pub const MAX_DERIVED_ID: usize = 200;
+pub const MAX_DERIVED_ID: usize = MAX_ID_CHARS;
 
 /// `key` as a saga id: `/` becomes `.`, `#` becomes `~`, the `/forward` suffix is dropped,
 /// and an id past [`MAX_DERIVED_ID`] characters keeps its head and ends with a digest.
@@ -172,5 +201,20 @@ mod tests {
         let id = sub_saga_id(&format!("{long}/step/forward"), 1);
         assert_eq!(id.chars().count(), MAX_DERIVED_ID);
         assert_ne!(id, sub_saga_id(&format!("{long}y/step/forward"), 1), "the digest tells long keys apart");
+    }
+
+    #[test]
+    fn ids_are_checked_and_derived_ids_pass_the_check() {
+        assert_eq!(check_id("order-1"), Ok(()));
+        for bad in ["", "a b", "a/b", "a?b", "a#b", "a%b", "a\\b", "a\nb"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        let long = "x".repeat(MAX_ID_CHARS + 1);
+        assert!(check_id(&long).unwrap_err().contains("201 characters"));
+        assert_eq!(check_id(&long[1..]), Ok(()));
+        for key in ["o-1/plan/forward", "a b/c?d%e\\f#2/forward", &format!("{long}/step/forward")] {
+            assert_eq!(check_id(&call_saga_id(key, 7)), Ok(()), "{key}");
+            assert_eq!(check_id(&sub_saga_id(key, 2)), Ok(()), "{key}");
+        }
     }
 }

@@ -5,9 +5,16 @@
 //!   component's content hash and the engine's settings ([`cache`]).
 //! - Each plugin is pre-linked once (`InstancePre`), and every command gets a fresh instance
 //!   from the pooling allocator: no state leaks from one command to the next.
+//! - Two versions of the contract are served side by side: a plugin built against
+//!   `baton:saga@0.2.0` (today's guest SDK) may import `orchestrator` and run sagas of its own
+//!   ([`sagas`]); one built against `baton:saga@0.1.0` imports WASI alone and runs as before.
+//!   Which one a component speaks is read off the version of the `worker` interface it
+//!   exports ([`Contract`]), once, at load; it is then pre-linked with that version's linker.
 //! - Sandbox: no files, network, environment or arguments; stdout and stderr are captured
 //!   (a panic message ends up in the command's error); memory is capped per command; CPU time
-//!   is bounded by a deadline enforced with epoch interruption.
+//!   is bounded by a deadline enforced with epoch interruption, which does not count the time
+//!   a command spends blocked in a call to the orchestrator; the step's timeout (and the
+//!   command's deadline) bound the whole run, waits included.
 //! - A plugin that traps, panics, loops or runs out of memory fails its command with a clear
 //!   error and the host carries on. A file that is not a valid component is reported by name
 //!   and the other plugins still load.
@@ -21,22 +28,23 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::protocol::{CommandMessage, Failure, Outcome};
-use bindings::WorkerPluginPre;
-use bindings::baton::saga::types as wit;
+use crate::protocol::{CommandMessage, Failure, Meta, Outcome};
+use bindings::v2::baton::saga::types as wit;
+use bindings::{v1, v2};
+use sagas::{SagaCalls, SagaHost};
 
 /// How often the epoch ticks. A command's deadline is checked at each tick, and a running
 /// plugin yields to the executor at each tick, so this bounds both the deadline's precision
@@ -62,7 +70,9 @@ const OUTPUT_CAPTURE_BYTES: usize = 64 * 1024;
 pub struct RuntimeConfig {
     /// Most linear memory one command's instance may use, in bytes.
     pub memory_limit: usize,
-    /// Longest a command may run, whatever its step's timeout says.
+    /// Most CPU time a command may take, whatever its step's timeout says: the epoch
+    /// deadline. Time spent blocked in a call to the orchestrator (a `run-saga` waiting for
+    /// its saga) is not counted; the step's timeout bounds that.
     pub max_deadline: Duration,
     /// Where compiled components are cached; `None` compiles on every start.
     pub cache_dir: Option<PathBuf>,
@@ -117,6 +127,93 @@ pub struct CommandSpec {
     pub output_schema: Option<String>,
 }
 
+/// A version of the worker contract (`wit/`) the host serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Contract {
+    /// `baton:saga@0.1.0` (`wit/0.1.0/saga.wit`): exports `worker`, imports WASI alone.
+    #[serde(rename = "baton:saga@0.1.0")]
+    V0_1,
+    /// `baton:saga@0.2.0` (`wit/saga.wit`): exports `worker`, may import `orchestrator`.
+    #[serde(rename = "baton:saga@0.2.0")]
+    V0_2,
+}
+
+impl Contract {
+    /// Every version served, newest first.
+    pub const ALL: [Contract; 2] = [Contract::V0_2, Contract::V0_1];
+
+    /// `baton:saga@0.2.0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "baton:saga@0.1.0",
+            Contract::V0_2 => "baton:saga@0.2.0",
+        }
+    }
+
+    /// The name of the `worker` interface a plugin of this version exports.
+    fn worker_export(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "baton:saga/worker@0.1.0",
+            Contract::V0_2 => "baton:saga/worker@0.2.0",
+        }
+    }
+
+    /// The version `component` was built against, read off the `worker` interface it
+    /// exports (its imports say less: a 0.2.0 plugin that never calls the orchestrator does
+    /// not import it). The error names what it exports instead.
+    fn of(engine: &Engine, component: &Component) -> Result<Contract, String> {
+        let ty = component.component_type();
+        if let Some(c) = Contract::ALL.into_iter().find(|c| ty.get_export(engine, c.worker_export()).is_some()) {
+            return Ok(c);
+        }
+        let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+        let served: Vec<&str> = Contract::ALL.iter().map(|c| c.worker_export()).collect();
+        Err(format!(
+            "it exports {} but no worker interface this host serves ({}): build workers with the baton-guest SDK, or against wit/saga.wit",
+            if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") },
+            served.join(" or ")
+        ))
+    }
+}
+
+impl std::fmt::Display for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A plugin pre-linked for its version of the contract.
+enum Pre {
+    V0_1(v1::WorkerPluginPre<HostState>),
+    V0_2(v2::WorkerPluginPre<HostState>),
+}
+
+impl Pre {
+    /// Instantiate and call `describe`.
+    async fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<Vec<wit::CommandSpec>> {
+        match self {
+            Pre::V0_1(pre) => pre.instantiate_async(&mut *store).await?.baton_saga_worker().call_describe(store).await,
+            Pre::V0_2(pre) => pre.instantiate_async(&mut *store).await?.baton_saga_worker().call_describe(store).await,
+        }
+    }
+
+    /// Instantiate and call `handle`.
+    async fn handle(
+        &self,
+        store: &mut Store<HostState>,
+        cmd: &wit::Command,
+    ) -> wasmtime::Result<Result<String, wit::Failure>> {
+        match self {
+            Pre::V0_1(pre) => {
+                pre.instantiate_async(&mut *store).await?.baton_saga_worker().call_handle(store, cmd).await
+            }
+            Pre::V0_2(pre) => {
+                pre.instantiate_async(&mut *store).await?.baton_saga_worker().call_handle(store, cmd).await
+            }
+        }
+    }
+}
+
 /// A loaded worker plugin.
 pub struct Plugin {
     /// The file name without `.wasm`.
@@ -125,7 +222,9 @@ pub struct Plugin {
     pub commands: Vec<CommandSpec>,
     /// True when the compiled artifact came from the cache.
     pub cached: bool,
-    pre: WorkerPluginPre<HostState>,
+    /// The version of the contract it was built against.
+    pub contract: Contract,
+    pre: Pre,
 }
 
 /// A plugin that could not be loaded, and why.
@@ -141,13 +240,37 @@ impl std::fmt::Display for PluginError {
     }
 }
 
-/// Per-instance host state: the (empty) WASI context and the memory limiter.
+/// Per-instance host state: the (empty) WASI context, the memory limiter, the CPU clock and
+/// what the `orchestrator` import needs.
 struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
     /// What the plugin wrote to stdout and stderr (shared with the WASI context).
     output: MemoryOutputPipe,
+    cpu: CpuClock,
+    sagas: SagaCalls,
+}
+
+/// The CPU time of one instance as its epoch deadline counts it: the time since it started,
+/// less the time it spent blocked in calls to the orchestrator (which the host functions of
+/// [`sagas`] add up in `blocked`). A plugin waiting for a sub-saga therefore burns none of
+/// it; the wall-clock bound of [`Runtime::try_invoke`] still bounds the wait.
+struct CpuClock {
+    started: Instant,
+    limit: Duration,
+    blocked: Duration,
+}
+
+impl CpuClock {
+    fn new(limit: Duration) -> Self {
+        Self { started: Instant::now(), limit, blocked: Duration::ZERO }
+    }
+
+    /// Whether the instance has used up its CPU time.
+    fn spent(&self) -> bool {
+        self.started.elapsed().saturating_sub(self.blocked) >= self.limit
+    }
 }
 
 impl WasiView for HostState {
@@ -213,7 +336,12 @@ impl Drop for EpochTicker {
 /// The engine and the loaded plugins.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<HostState>,
+    /// WASI alone: what a `baton:saga@0.1.0` plugin may import.
+    linker_v1: Linker<HostState>,
+    /// WASI and `baton:saga/orchestrator@0.2.0`: what a `baton:saga@0.2.0` plugin may import.
+    linker_v2: Linker<HostState>,
+    /// The orchestrator the `orchestrator` import calls, once the host sets one.
+    saga_host: OnceLock<Arc<dyn SagaHost>>,
     plugins: Vec<Plugin>,
     /// Command name -> index into `plugins`.
     commands: BTreeMap<String, usize>,
@@ -252,11 +380,40 @@ impl Runtime {
             .decommit_batch_size(DECOMMIT_BATCH);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
+        let mut linker_v1 = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker_v1)
+            .map_err(anyhow::Error::from)
+            .context("cannot link WASI")?;
+        // The one thing 0.2.0 adds: nothing else becomes grantable.
+        let mut linker_v2 = linker_v1.clone();
+        v2::baton::saga::orchestrator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker_v2, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the orchestrator import")?;
         let ticker = EpochTicker::start(engine.clone());
         let budget = Arc::new(tokio::sync::Semaphore::new(budget_mib(&config) as usize));
-        Ok(Runtime { engine, linker, plugins: Vec::new(), commands: BTreeMap::new(), config, budget, _ticker: ticker })
+        Ok(Runtime {
+            engine,
+            linker_v1,
+            linker_v2,
+            saga_host: OnceLock::new(),
+            plugins: Vec::new(),
+            commands: BTreeMap::new(),
+            config,
+            budget,
+            _ticker: ticker,
+        })
+    }
+
+    /// Give the `orchestrator` import of `baton:saga@0.2.0` the orchestrator it calls (the
+    /// host's own, when it runs one). Once: the runtime may already be shared by then (an
+    /// `Arc` in the worker pools), and a second call keeps the first host, with a warning.
+    /// Without one, every call of the import fails with [`sagas::NO_ORCHESTRATOR`].
+    pub fn set_saga_host(&self, host: Arc<dyn SagaHost>) {
+        if self.saga_host.set(host).is_err() {
+            tracing::warn!(
+                "the runtime already has an orchestrator for the plugins' orchestrator import; keeping the first"
+            );
+        }
     }
 
     /// Load every `*.wasm` in `dir` (sorted by name). Plugins that fail to load are returned as
@@ -291,27 +448,38 @@ impl Runtime {
                 root_message(&e)
             )
         })?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(WorkerPluginPre::new)
-            .map_err(|e| {
-                format!(
-                    "the component does not fit the worker contract baton:saga@0.1.0 ({}): it must export baton:saga/worker and import nothing but WASI",
-                    root_message(&anyhow::Error::from(e))
-                )
-            })?;
+        let contract = Contract::of(&self.engine, &component).map_err(|e| format!("not a Baton worker ({e})"))?;
+        let pre = match contract {
+            Contract::V0_1 => {
+                self.linker_v1.instantiate_pre(&component).and_then(v1::WorkerPluginPre::new).map(Pre::V0_1)
+            }
+            Contract::V0_2 => {
+                self.linker_v2.instantiate_pre(&component).and_then(v2::WorkerPluginPre::new).map(Pre::V0_2)
+            }
+        }
+        .map_err(|e| {
+            let may_import = match contract {
+                Contract::V0_1 => "nothing but WASI",
+                Contract::V0_2 => "nothing but WASI and baton:saga/orchestrator",
+            };
+            format!(
+                "the component does not fit the worker contract {contract} ({}): it must export baton:saga/worker and import {may_import}",
+                root_message(&anyhow::Error::from(e))
+            )
+        })?;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
 
-        let mut store = self.store(Duration::from_secs(10));
-        let specs = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.baton_saga_worker().call_describe(&mut store).await
-        }
-        .await
-        .map_err(|e| {
-            format!("describe() failed: {}", self.fault(&name, "describe", e, &store, Duration::from_secs(10)))
-        })?;
+        let limit = Duration::from_secs(10);
+        let mut store = self.store(limit, None);
+        let specs = match tokio::time::timeout(limit, pre.describe(&mut store)).await {
+            Ok(specs) => {
+                specs.map_err(|e| format!("describe() failed: {}", self.fault(&name, "describe", e, &store, limit)))?
+            }
+            Err(_) => {
+                let fault = Fault::Timeout { plugin: name, command: "describe".to_owned(), deadline: limit };
+                return Err(format!("describe() failed: {fault}"));
+            }
+        };
 
         let mut commands = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -335,8 +503,8 @@ impl Runtime {
         for c in &commands {
             self.commands.insert(c.name.clone(), index);
         }
-        tracing::info!(plugin = %name, cached, commands = commands.len(), "plugin loaded");
-        self.plugins.push(Plugin { name, path: path.to_owned(), commands, cached, pre });
+        tracing::info!(plugin = %name, cached, %contract, commands = commands.len(), "plugin loaded");
+        self.plugins.push(Plugin { name, path: path.to_owned(), commands, cached, contract, pre });
         Ok(())
     }
 
@@ -350,7 +518,10 @@ impl Runtime {
         self.commands.keys().cloned().collect()
     }
 
-    fn store(&self, deadline: Duration) -> Store<HostState> {
+    /// A fresh store for one instance: `cpu` is its CPU time (see [`CpuClock`]); `caller` the
+    /// command it runs, whose calls to the orchestrator act on its behalf (`None` while
+    /// `describe` runs, outside any command).
+    fn store(&self, cpu: Duration, caller: Option<Meta>) -> Store<HostState> {
         // Nothing is granted: no preopened directories, no environment, no arguments, no
         // sockets. Output goes to a bounded in-memory pipe.
         let output = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
@@ -366,13 +537,16 @@ impl Runtime {
             table: ResourceTable::new(),
             limiter: MemoryLimiter { max: self.config.memory_limit, total: 0, hit: false },
             output,
+            cpu: CpuClock::new(cpu),
+            sagas: SagaCalls::new(self.saga_host.get().cloned(), caller),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let deadline_at = Instant::now() + deadline;
+        // Checked at every tick while the plugin runs (not while it waits in a host call: no
+        // wasm runs then), so the time blocked in a call is subtracted when it comes back.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline_at { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+        store.epoch_deadline_callback(|store| {
+            if store.data().cpu.spent() { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
         });
         store
     }
@@ -383,8 +557,10 @@ impl Runtime {
     }
 
     /// Run one command in a fresh, sandboxed instance, started at `now` (ms since the epoch):
-    /// it runs for its timeout at most, and never past its deadline. Never panics and never
-    /// fails the host: whatever the plugin does becomes an [`Outcome`].
+    /// it runs for its timeout at most, and never past its deadline; of that, it may spend
+    /// [`RuntimeConfig::max_deadline`] running (its CPU time), the rest waiting for sagas it
+    /// runs. Never panics and never fails the host: whatever the plugin does becomes an
+    /// [`Outcome`].
     pub async fn invoke(&self, cmd: &CommandMessage, now: u64) -> Outcome {
         match self.try_invoke(cmd, now).await {
             Ok(outcome) => outcome,
@@ -402,11 +578,16 @@ impl Runtime {
             return Err(Fault::UnknownCommand { command: cmd.name.clone(), loaded: self.command_names().join(", ") });
         };
         let plugin = &self.plugins[index];
-        let mut deadline = match cmd.timeout_ms {
+        // Two bounds. The wall clock's, around the whole run: the step's timeout, and never
+        // past the command's deadline. The CPU time's, the epoch deadline: the same, capped
+        // at `max_deadline`, and not counting time blocked in calls to the orchestrator. For
+        // a plugin that makes no such call (every 0.1.0 plugin) the second is what bounded a
+        // run before the first existed, and comes first.
+        let step = match cmd.timeout_ms {
             0 => self.config.max_deadline,
-            ms => Duration::from_millis(ms).min(self.config.max_deadline),
+            ms => Duration::from_millis(ms),
         };
-        let timeout = deadline;
+        let mut deadline = step;
         if cmd.deadline_ms != 0 {
             // Past the deadline nobody waits for the answer: an effect then would go unseen.
             deadline = deadline.min(Duration::from_millis(cmd.deadline_ms.saturating_sub(now)));
@@ -430,6 +611,7 @@ impl Runtime {
                 }
             };
         let deadline = deadline.saturating_sub(asked.elapsed());
+        let cpu = deadline.min(self.config.max_deadline);
         let payload = serde_json::to_string(&cmd.payload).map_err(|e| Fault::InvalidInput {
             command: cmd.name.clone(),
             message: format!("payload is not serialisable: {e}"),
@@ -446,12 +628,14 @@ impl Runtime {
                 traceparent: cmd.meta.traceparent.clone(),
             },
         };
-        let mut store = self.store(deadline);
-        let result = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance.baton_saga_worker().call_handle(&mut store, &wit_cmd).await
-        }
-        .await;
+        let mut store = self.store(cpu, Some(cmd.meta.clone()));
+        let Ok(result) = tokio::time::timeout(deadline, plugin.pre.handle(&mut store, &wit_cmd)).await else {
+            // Dropping the call unwinds the instance's fiber; the store goes with it.
+            if let Some(call) = store.data().sagas.waiting() {
+                tracing::info!(command = %cmd.name, "stopped at the step's timeout while waiting in {call}");
+            }
+            return Err(Fault::Timeout { plugin: plugin.name.clone(), command: cmd.name.clone(), deadline: step });
+        };
         match result {
             Ok(Ok(json)) => match serde_json::from_str(&json) {
                 Ok(value) => Ok(Outcome::Ok(value)),
@@ -462,9 +646,10 @@ impl Runtime {
                 }),
             },
             Ok(Err(f)) => Ok(Outcome::Err(Failure { code: f.code, message: f.message, retryable: f.retryable })),
-            // The message names the step's timeout, even when the run was cut to what was
-            // left of the deadline after a wait for a slot.
-            Err(e) => Err(self.fault(&plugin.name, &cmd.name, e, &store, timeout)),
+            // The message names the step's timeout (or the CPU time's cap, when that is what
+            // stopped it), even when the run was cut to what was left of the deadline after a
+            // wait for a slot.
+            Err(e) => Err(self.fault(&plugin.name, &cmd.name, e, &store, step.min(self.config.max_deadline))),
         }
     }
 
@@ -500,7 +685,8 @@ impl Runtime {
 /// failure codes ([`crate::protocol::codes`]) and knows whether a retry can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Fault {
-    /// The deadline (the step's timeout) passed and the instance was stopped.
+    /// The deadline (the step's timeout) passed, or the instance used up its CPU time, and
+    /// it was stopped.
     #[error("plugin {plugin} did not finish {command} within its deadline of {} and was stopped", crate::workflow::duration::format(*deadline))]
     Timeout { plugin: String, command: String, deadline: Duration },
     /// The instance tried to grow its memory past the limit.

@@ -5,9 +5,16 @@
 //! - `testkit.loop` never returns (the host's CPU deadline must stop it).
 //! - `testkit.panic` panics with the payload's `message`.
 //! - `testkit.oom` allocates until memory runs out (the host's memory limit must stop it).
-use baton_guest::{Context, Failure, Registry};
+//! - `testkit.sagas` makes the calls to the orchestrator its payload lists, in order, and
+//!   returns what each gave: `{"calls": [{"call": "run", "workflow", "input"}, ...]}` ->
+//!   `{"results": [{"ok": ...} | {"err": {"code", "message", "retryable"}}, ...]}`. A call is
+//!   `start` (`workflow`, `input`, `id`?), `run` (`workflow`, `input`), `signal` (`id`,
+//!   `signal`, `payload`), `get` (`id`), `start_text` (`workflow` and `input` as text passed
+//!   as it is, JSON or not) or `spin` (`ms` of busy CPU). With `"fail": true` the first failed
+//!   call fails the command.
+use baton_guest::{Context, Failure, Registry, saga};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn echo(v: Value, _: &Context) -> Result<Value, Failure> {
     Ok(v)
@@ -55,12 +62,93 @@ fn oom(_: Value, _: &Context) -> Result<Value, Failure> {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case", deny_unknown_fields)]
+enum Call {
+    Start {
+        workflow: String,
+        #[serde(default)]
+        input: Value,
+        #[serde(default)]
+        id: Option<String>,
+    },
+    Run {
+        workflow: String,
+        #[serde(default)]
+        input: Value,
+    },
+    Signal {
+        id: String,
+        signal: String,
+        #[serde(default)]
+        payload: Value,
+    },
+    Get {
+        id: String,
+    },
+    StartText {
+        workflow: String,
+        input: String,
+    },
+    Spin {
+        ms: u64,
+    },
+}
+
+#[derive(Deserialize)]
+struct Calls {
+    calls: Vec<Call>,
+    #[serde(default)]
+    fail: bool,
+}
+
+fn one(call: Call) -> Result<Value, Failure> {
+    match call {
+        Call::Start { workflow, input, id } => saga::start(&workflow, &input, id.as_deref()).map(Value::String),
+        Call::Run { workflow, input } => saga::run(&workflow, &input),
+        Call::Signal { id, signal, payload } => saga::signal(&id, &signal, &payload).map(|()| Value::Null),
+        Call::Get { id } => saga::get(&id),
+        Call::StartText { workflow, input } => {
+            // The raw import, past the SDK's typed face: the host's own JSON check.
+            use baton_guest::__bindings::baton::saga::orchestrator::start_saga;
+            start_saga(&workflow, &input, None).map(Value::String).map_err(|f| Failure {
+                code: f.code,
+                message: f.message,
+                retryable: f.retryable,
+            })
+        }
+        Call::Spin { ms } => {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+            let mut n: u64 = 0;
+            while std::time::Instant::now() < until {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+            Ok(json!({ "spun_ms": ms }))
+        }
+    }
+}
+
+fn sagas(req: Calls, _: &Context) -> Result<Value, Failure> {
+    let mut results = Vec::with_capacity(req.calls.len());
+    for call in req.calls {
+        match one(call) {
+            Ok(v) => results.push(json!({ "ok": v })),
+            Err(f) if req.fail => return Err(f),
+            Err(f) => {
+                results.push(json!({ "err": { "code": f.code, "message": f.message, "retryable": f.retryable } }))
+            }
+        }
+    }
+    Ok(json!({ "results": results }))
+}
+
 fn register(r: &mut Registry) {
     r.command_with_schema("testkit.echo", echo, Some(r#"{"type":"object"}"#), Some(r#"{"type":"object"}"#));
     r.command("testkit.fail", fail);
     r.command("testkit.loop", spin);
     r.command("testkit.panic", panic);
     r.command("testkit.oom", oom);
+    r.command("testkit.sagas", sagas);
 }
 
 baton_guest::worker!(register);

@@ -104,7 +104,11 @@ fn rent_car(trip: Trip, _: &Context) -> Result<CarBooking, Failure> {
     if trip.destination.eq_ignore_ascii_case(NO_CAR) {
         return Err(Failure::permanent("no_car", format!("no car can be rented in {}", trip.destination)));
     }
-    Ok(CarBooking { car_booking: format!("car-{}", trip.booking_id), destination: trip.destination, days: trip.nights + 1 })
+    Ok(CarBooking {
+        car_booking: format!("car-{}", trip.booking_id),
+        destination: trip.destination,
+        days: trip.nights + 1,
+    })
 }
 
 fn cancel_car(req: CarCancel, _: &Context) -> Result<Cancelled, Failure> {
