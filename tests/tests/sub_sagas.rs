@@ -140,6 +140,19 @@ async fn failures_cascade_through_the_tree_on_redis() {
     host.stop().await;
 }
 
+/// The `baton serve` arguments of both modes over the workflows in `workflows`: embedded with
+/// its data in `data`, and on the test Redis under `prefix` (taking over a killed host's
+/// messages after 1 s).
+fn modes(data: &std::path::Path, workflows: &std::path::Path, prefix: &str) -> [(&'static str, Vec<String>); 2] {
+    let wf = workflows.to_str().unwrap().to_owned();
+    let embedded = vec!["--data".to_owned(), data.to_str().unwrap().to_owned(), "--workflows".into(), wf.clone()];
+    let redis =
+        ["--redis", &baton_tests::redis_url(), "--prefix", prefix, "--visibility-timeout", "1s", "--workflows", &wf]
+            .map(str::to_owned)
+            .to_vec();
+    [("embedded", embedded), ("redis", redis)]
+}
+
 /// A parent whose child waits for a signal.
 const PARENT: &str = r#"name = "parent"
 [[step]]
@@ -172,20 +185,7 @@ async fn a_child_survives_a_sigkill_of_its_host() {
     std::fs::write(workflows.path().join("kid.toml"), KID).unwrap();
     let prefix = baton_tests::unique_prefix("sub_kill");
     let _guard = PrefixGuard(prefix.clone());
-    let wf = workflows.path().to_str().unwrap().to_owned();
-    let embedded =
-        vec!["--data".to_owned(), data.path().to_str().unwrap().to_owned(), "--workflows".into(), wf.clone()];
-    let redis = vec![
-        "--redis".to_owned(),
-        baton_tests::redis_url(),
-        "--prefix".into(),
-        prefix.clone(),
-        "--visibility-timeout".into(),
-        "1s".into(),
-        "--workflows".into(),
-        wf,
-    ];
-    for (mode, args) in [("embedded", embedded), ("redis", redis)] {
+    for (mode, args) in modes(data.path(), workflows.path(), &prefix) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = Server::start(&args).await;
         assert_eq!(server.start_saga("parent", "pk-1", &json!({})).await.unwrap().0, 201, "{mode}");
@@ -313,20 +313,7 @@ timeout = "1m"
     std::fs::write(workflows.path().join("kid.toml"), KID).unwrap();
     let prefix = baton_tests::unique_prefix("sub_run_kill");
     let _guard = PrefixGuard(prefix.clone());
-    let wf = workflows.path().to_str().unwrap().to_owned();
-    let embedded =
-        vec!["--data".to_owned(), data.path().to_str().unwrap().to_owned(), "--workflows".into(), wf.clone()];
-    let redis = vec![
-        "--redis".to_owned(),
-        baton_tests::redis_url(),
-        "--prefix".into(),
-        prefix.clone(),
-        "--visibility-timeout".into(),
-        "1s".into(),
-        "--workflows".into(),
-        wf,
-    ];
-    for (mode, args) in [("embedded", embedded), ("redis", redis)] {
+    for (mode, args) in modes(data.path(), workflows.path(), &prefix) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = Server::start(&args).await;
         assert_eq!(server.start_saga("asker", "wk-1", &json!({})).await.unwrap().0, 201, "{mode}");
