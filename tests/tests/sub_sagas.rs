@@ -362,3 +362,29 @@ async fn the_concierge_runs_a_trip_from_inside_its_handler() {
     assert_eq!(children(&host, "ga-1.book.1").await.len(), 3, "the trip's own sub-sagas");
     host.stop().await;
 }
+
+/// Embedded, a workflow may call a `handles` command of its own host as a command step: the
+/// host answers it by running the workflow that handles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handles_workflow_answers_a_command_step_of_the_same_host() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["trip.toml", "book_flight.toml", "book_hotel.toml", "rent_car.toml"] {
+        std::fs::copy(baton_tests::root().join("workflows").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("weekend.toml"),
+        "name = \"weekend\"\n[[step]]\nname = \"go\"\ncommand = \"travel.book\"\ninput = \"{ 'trip_id': 'wk', 'destination': 'Porto', 'date': 'soon', 'nights': 2, 'guests': 1 }\"\ntimeout = \"1m\"\n",
+    )
+    .unwrap();
+    let mut cfg = config(data.path());
+    cfg.workflows = dir.path().to_owned();
+    let host = InProcess::start(cfg).await;
+    assert_eq!(host.start_saga("weekend", "we-1", &json!({})).await.unwrap().0, 201);
+    let saga = &host.wait_all(&["we-1".to_owned()], Duration::from_secs(60)).await[0];
+    assert_eq!(saga["status"], "completed", "{saga:#}");
+    assert_eq!(step(saga, "go")["output"]["hotel"], "htl-wk");
+    let (code, team) = host.get("/v1/sagas/we-1.go").await;
+    assert_eq!((code, team["workflow"].as_str()), (200, Some("trip")), "{team:#}");
+    host.stop().await;
+}

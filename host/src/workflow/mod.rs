@@ -252,6 +252,16 @@ pub fn load_dir(dir: &Path, known: Option<&[String]>) -> std::io::Result<(Catalo
         .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
         .collect();
     files.sort();
+    // A command a workflow of the directory `handles` is known too: this host answers it.
+    let plugins_known = known;
+    let with_handled: Option<Vec<String>> = known.map(|k| {
+        let mut all = k.to_vec();
+        all.extend(files.iter().filter_map(|f| handles_of(&std::fs::read_to_string(f).ok()?)));
+        all.sort();
+        all.dedup();
+        all
+    });
+    let known = with_handled.as_deref();
     let mut catalog = Catalog::default();
     let mut errors = Vec::new();
     for file in files {
@@ -289,8 +299,15 @@ pub fn load_dir(dir: &Path, known: Option<&[String]>) -> std::io::Result<(Catalo
             Err(e) => errors.extend(e.0),
         }
     }
-    errors.extend(check_catalog(&mut catalog, known));
+    errors.extend(check_catalog(&mut catalog, plugins_known));
     Ok((catalog, errors))
+}
+
+/// The `handles` of a workflow file's text, read without checking anything else (the file's
+/// own parse reports its problems).
+fn handles_of(text: &str) -> Option<String> {
+    let doc: toml::Table = text.parse().ok()?;
+    doc.get("handles")?.as_str().filter(|h| is_command_name(h)).map(str::to_owned)
 }
 
 /// What only the whole directory tells, and leaves out of `catalog` the workflows it
