@@ -388,3 +388,37 @@ async fn a_handles_workflow_answers_a_command_step_of_the_same_host() {
     assert_eq!((code, team["workflow"].as_str()), (200, Some("trip")), "{team:#}");
     host.stop().await;
 }
+
+/// A parent cancelled while its child runs: the child is cancelled too, compensates what it
+/// did, and only then does the parent end `compensated`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_parent_cancels_its_running_child() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("parent.toml"), PARENT).unwrap();
+    // The child books a flight, then waits: cancelled there, it must cancel the flight.
+    std::fs::write(
+        dir.path().join("kid.toml"),
+        "name = \"kid\"\n[[step]]\nname = \"book\"\ncommand = \"flight.book\"\ncompensate = \"flight.cancel\"\ninput = \"{ 'destination': 'Oslo', 'date': 'd', 'nights': 1, 'guests': 1, 'booking_id': 'c-1' }\"\n[[step]]\nname = \"hold\"\nwait = \"go\"\n",
+    )
+    .unwrap();
+    let mut cfg = config(data.path());
+    cfg.workflows = dir.path().to_owned();
+    let host = InProcess::start(cfg).await;
+    assert_eq!(host.start_saga("parent", "pc-1", &json!({})).await.unwrap().0, 201);
+    host.until_waiting("pc-1.kid", "hold").await;
+    let (code, _) = host.post_raw("/v1/sagas/pc-1/cancel", r#"{"reason": "changed my mind"}"#).await;
+    assert_eq!(code, 202);
+    let sagas = host.wait_all(&["pc-1".to_owned(), "pc-1.kid".to_owned()], Duration::from_secs(30)).await;
+    assert_eq!(sagas[0]["status"], "compensated", "{:#}", sagas[0]);
+    assert_eq!(sagas[1]["status"], "compensated", "{:#}", sagas[1]);
+    assert_eq!(step(&sagas[1], "book")["compensation"]["output"]["cancelled"], "flt-c-1", "{:#}", sagas[1]);
+    let kid = history(&host, "pc-1.kid").await;
+    position(&kid, "the cancel", |e| e["event"] == "cancelled" && e["reason"].as_str().unwrap().contains("pc-1"));
+    let parent = history(&host, "pc-1").await;
+    let undone = position(&parent, "the child undone", |e| {
+        e["event"] == "succeeded" && e["phase"] == "compensate" && e["step"] == "kid"
+    });
+    assert!(finished_at(&kid).as_str() <= parent[undone]["at"].as_str().unwrap(), "the child first");
+    host.stop().await;
+}
