@@ -159,7 +159,34 @@ fn with_json_errors(routes: Router) -> Router {
     routes
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .layer(axum::middleware::map_response(json_errors))
+}
+
+/// How much of a body declared over the limit the host reads (and throws away) before it
+/// answers 413, and for how long at most.
+const DRAIN_BYTES: u64 = 16 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// A request whose `Content-Length` is over the limit is answered 413 without running its
+/// handler, after its body has been read and discarded. Answering first and closing at once
+/// would reset the connection under a client still sending, and the client would lose the
+/// answer and see only a broken pipe (a lingering close, as web servers do it). A body over
+/// `DRAIN_BYTES`, or one that trickles in, is not waited for.
+async fn refuse_declared_oversize(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) else {
+        return next.run(request).await;
+    };
+    if declared <= DRAIN_BYTES {
+        use futures_util::StreamExt;
+        let mut body = request.into_body().into_data_stream();
+        let drain = async { while let Some(Ok(_)) = body.next().await {} };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    }
+    // `json_errors` gives it the one error shape and `Connection: close`.
+    StatusCode::PAYLOAD_TOO_LARGE.into_response()
 }
 
 /// The bearer token a host requires (`baton serve --token`). Its `Debug` does not show it.
