@@ -590,7 +590,7 @@ async fn bench(cli: &Cli, config: crate::bench::BenchConfig, runs: u32, json: bo
                 // A fresh runtime per run: the plugins come from the compile cache, so this
                 // is quick.
                 let (runtime, _) = load_runtime(cli).await?;
-                let (catalog, errors) = load_workflows(&cli.workflows, &runtime.command_names())?;
+                let (catalog, errors) = load_workflows(&cli.workflows, &runtime)?;
                 if let Some(e) = errors.iter().find(|e| e.workflow.as_deref() == Some(config.workflow.as_str())) {
                     bail!("workflow {:?} cannot run: {e}", config.workflow);
                 }
@@ -631,13 +631,17 @@ async fn load_runtime(cli: &Cli) -> anyhow::Result<(Runtime, bool)> {
     Ok((runtime, errors.is_empty()))
 }
 
-fn load_workflows(dir: &Path, known: &[String]) -> anyhow::Result<(Catalog, Vec<workflow::DefinitionError>)> {
-    workflow::load_dir(dir, Some(known)).with_context(|| {
+/// Load the workflows of `dir` to run on `runtime`: every command checked against its plugins,
+/// and the payloads the steps build against the commands' schemas.
+fn load_workflows(dir: &Path, runtime: &Runtime) -> anyhow::Result<(Catalog, Vec<workflow::DefinitionError>)> {
+    let (mut catalog, mut errors) = workflow::load_dir(dir, Some(&runtime.command_names())).with_context(|| {
         format!(
             "cannot read the workflow directory {}: point --workflows (BATON_WORKFLOWS) at a directory of .toml files",
             dir.display()
         )
-    })
+    })?;
+    errors.extend(workflow::fit::check(&mut catalog, &runtime.schemas()));
+    Ok((catalog, errors))
 }
 
 /// `NAME=N` of `--plugin-concurrency`.
@@ -739,7 +743,7 @@ async fn run(
     }
     let signals: Vec<(String, Value)> = signals.iter().map(|s| parse_signal(s)).collect::<anyhow::Result<_>>()?;
     let (runtime, _) = load_runtime(cli).await?;
-    let (catalog, errors) = load_workflows(&cli.workflows, &runtime.command_names())?;
+    let (catalog, errors) = load_workflows(&cli.workflows, &runtime)?;
     let (own, others): (Vec<_>, Vec<_>) = errors.iter().partition(|e| e.workflow.as_deref() == Some(name));
     for e in &others {
         eprintln!("warning: workflow not loaded: {e}");
@@ -1060,7 +1064,7 @@ mod client {
 async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     let (runtime, plugins_ok) = load_runtime(cli).await?;
     let known = runtime.command_names();
-    let (catalog, errors) = load_workflows(&cli.workflows, &known)?;
+    let (catalog, errors) = load_workflows(&cli.workflows, &runtime)?;
     for e in &errors {
         eprintln!("error: {e}");
     }
@@ -1141,12 +1145,14 @@ async fn plugins(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         for p in runtime.plugins() {
             crate::outln!("{} ({}, {})", p.name, p.path.display(), p.contract);
+            // Compact, one line each: a plugin may have written its schemas over many lines.
+            let compact = |s: &Option<workflow::schema::Schema>| s.as_ref().map(|s| s.json().to_string());
             for c in &p.commands {
                 crate::outln!(
                     "  {:<24} input: {}  output: {}",
                     c.name,
-                    schema(&c.input_schema),
-                    schema(&c.output_schema)
+                    schema(&compact(&c.input)),
+                    schema(&compact(&c.output))
                 );
             }
         }

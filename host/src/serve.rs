@@ -190,6 +190,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
     let strict = if config.redis.is_none() { known.as_deref() } else { None };
     let (mut catalog, errors) = workflow::load_dir(&config.workflows, strict)
         .with_context(|| format!("cannot read the workflow directory {}", config.workflows.display()))?;
+    let mut errors = errors;
+    if let Some(runtime) = &runtime {
+        errors.extend(workflow::fit::check(&mut catalog, &runtime.schemas()));
+    }
     for e in &errors {
         eprintln!("warning: workflow not loaded: {e}");
     }

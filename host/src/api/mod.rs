@@ -473,6 +473,7 @@ impl From<ControlError> for ApiError {
             ControlError::NoWorkflow { .. } => {
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, "workflow_not_loaded", e.to_string())
             }
+            ControlError::InvalidSignal { .. } => ApiError(StatusCode::BAD_REQUEST, "invalid_input", e.to_string()),
             ControlError::Store(e) => e.into(),
         }
     }

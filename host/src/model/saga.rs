@@ -211,8 +211,9 @@ pub struct Instance {
     pub started_at: u64,
     #[serde(default, with = "super::time::option", skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<u64>,
-    /// An attempt got no answer in time: it may have taken effect unseen. A failed step that
-    /// is uncertain is compensated with the rest (its compensation gets the step's input).
+    /// An attempt got no answer in time, or its result was refused as `invalid_output`: it
+    /// may have taken effect. A failed step that is uncertain is compensated with the rest
+    /// (its compensation gets the step's input).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub uncertain: bool,
     /// Its place in the compensation log: set when a step with a compensation completes.

@@ -123,6 +123,9 @@ pub enum ControlError {
         "saga {id:?} runs workflow {workflow:?}, which is not loaded on this host: send the request to a host that has it"
     )]
     NoWorkflow { id: String, workflow: String },
+    /// A signal's payload does not fit the `schema` of the `wait` that takes it.
+    #[error("signal {signal:?} to saga {id:?} refused: its payload does not fit the schema of the wait: {}", violations.join("; "))]
+    InvalidSignal { id: String, signal: String, violations: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -469,6 +472,14 @@ impl Orchestrator {
             }
             let workflow = saga.workflow.clone();
             self.load_definitions(&[&saga]).await?;
+            if let Event::Signal { name, payload } = event
+                && let Some(wf) = self.definition_of(&saga)
+            {
+                let violations = wf.signal_violations(name, payload);
+                if !violations.is_empty() {
+                    return Err(ControlError::InvalidSignal { id: id.to_owned(), signal: name.clone(), violations });
+                }
+            }
             let change = match self.decide_all(saga, &[event]) {
                 Decided::Change(change) => *change,
                 Decided::Unchanged => {
@@ -1139,7 +1150,11 @@ impl Orchestrator {
                 let s = delivery.message;
                 let handled = match self.signal(&s.saga_id, &s.name, s.payload).await {
                     Ok(_) => true,
-                    Err(e @ (ControlError::NotFound(_) | ControlError::Conflict { .. })) => {
+                    Err(
+                        e @ (ControlError::NotFound(_)
+                        | ControlError::Conflict { .. }
+                        | ControlError::InvalidSignal { .. }),
+                    ) => {
                         tracing::warn!(transaction_id = %s.saga_id, event = %s.id, "signal {:?} from the bus refused: {e}", s.name);
                         true
                     }

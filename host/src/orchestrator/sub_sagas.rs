@@ -388,6 +388,7 @@ impl SagaHost for Orchestrator {
             Err(ControlError::NotFound(_)) => Err(Failure::permanent(UNKNOWN_SAGA, format!("no saga with id {id:?}"))),
             Err(e @ ControlError::Conflict { .. }) => Err(Failure::permanent("saga_ended", e.to_string())),
             Err(e @ ControlError::NoWorkflow { .. }) => Err(Failure::permanent(UNKNOWN_WORKFLOW, e.to_string())),
+            Err(e @ ControlError::InvalidSignal { .. }) => Err(Failure::permanent(codes::INVALID_INPUT, e.to_string())),
             Err(ControlError::Store(e)) => Err(store_failure(e)),
         }
     }

@@ -42,6 +42,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::protocol::{CommandMessage, Failure, Meta, Outcome};
+use crate::workflow::schema::Schema;
 use bindings::v2::baton::saga::types as wit;
 use bindings::{v1, v2};
 use sagas::{SagaCalls, SagaHost};
@@ -123,8 +124,42 @@ impl Default for RuntimeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandSpec {
     pub name: String,
+    /// The JSON Schema of its payload, as the plugin wrote it.
     pub input_schema: Option<String>,
+    /// The JSON Schema of its result, as the plugin wrote it.
     pub output_schema: Option<String>,
+    /// `input_schema`, compiled: a payload that does not fit is refused before the plugin
+    /// runs (`invalid_input`).
+    #[serde(skip)]
+    pub input: Option<Schema>,
+    /// `output_schema`, compiled: a result that does not fit fails the command
+    /// (`invalid_output`).
+    #[serde(skip)]
+    pub output: Option<Schema>,
+}
+
+impl CommandSpec {
+    /// A spec from what `describe()` returned: its schemas parsed and compiled, or the
+    /// message that says which one is wrong and why.
+    fn described(plugin: &str, spec: wit::CommandSpec) -> Result<Self, String> {
+        let compile = |key: &str, text: &Option<String>| -> Result<Option<Schema>, String> {
+            let Some(text) = text else { return Ok(None) };
+            let wrong = |why: String| {
+                format!(
+                    "plugin {plugin}: the {key} of command {:?} {why}; fix it in the plugin's describe()",
+                    spec.name
+                )
+            };
+            let json: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| wrong(format!("is not JSON ({e})")))?;
+            crate::workflow::schema::compile(&json)
+                .map(Some)
+                .map_err(|e| wrong(format!("is not a valid JSON Schema ({e})")))
+        };
+        let input = compile("input-schema", &spec.input_schema)?;
+        let output = compile("output-schema", &spec.output_schema)?;
+        Ok(Self { name: spec.name, input_schema: spec.input_schema, output_schema: spec.output_schema, input, output })
+    }
 }
 
 /// A version of the worker contract (`wit/`) the host serves.
@@ -493,11 +528,7 @@ impl Runtime {
             if spec.name.is_empty() {
                 return Err("describe() returned a command with an empty name".to_owned());
             }
-            commands.push(CommandSpec {
-                name: spec.name,
-                input_schema: spec.input_schema,
-                output_schema: spec.output_schema,
-            });
+            commands.push(CommandSpec::described(&name, spec)?);
         }
         let index = self.plugins.len();
         for c in &commands {
@@ -511,6 +542,17 @@ impl Runtime {
     /// The loaded plugins, in load order.
     pub fn plugins(&self) -> &[Plugin] {
         &self.plugins
+    }
+
+    /// The JSON Schemas of every command some plugin handles, by name.
+    pub fn schemas(&self) -> BTreeMap<String, crate::workflow::fit::Schemas> {
+        let specs = self.plugins.iter().flat_map(|p| &p.commands);
+        specs
+            .map(|c| {
+                let json = |s: &Option<Schema>| s.as_ref().map(|s| s.json().clone());
+                (c.name.clone(), crate::workflow::fit::Schemas { input: json(&c.input), output: json(&c.output) })
+            })
+            .collect()
     }
 
     /// Every command some plugin handles, sorted.
@@ -578,6 +620,20 @@ impl Runtime {
             return Err(Fault::UnknownCommand { command: cmd.name.clone(), loaded: self.command_names().join(", ") });
         };
         let plugin = &self.plugins[index];
+        let spec = plugin.commands.iter().find(|c| c.name == cmd.name).expect("the index names the plugin's command");
+        if let Some(schema) = &spec.input {
+            let violations = schema.violations(&cmd.payload);
+            if !violations.is_empty() {
+                return Err(Fault::InvalidInput {
+                    command: cmd.name.clone(),
+                    message: format!(
+                        "not run: the payload does not fit the input-schema of plugin {}: {}",
+                        plugin.name,
+                        violations.join("; ")
+                    ),
+                });
+            }
+        }
         // Two bounds. The wall clock's, around the whole run: the step's timeout, and never
         // past the command's deadline. The CPU time's, the epoch deadline: the same, capped
         // at `max_deadline`, and not counting time blocked in calls to the orchestrator. For
@@ -638,7 +694,14 @@ impl Runtime {
         };
         match result {
             Ok(Ok(json)) => match serde_json::from_str(&json) {
-                Ok(value) => Ok(Outcome::Ok(value)),
+                Ok(value) => match spec.output.as_ref().map(|s| s.violations(&value)).filter(|v| !v.is_empty()) {
+                    None => Ok(Outcome::Ok(value)),
+                    Some(violations) => Err(Fault::InvalidOutput {
+                        plugin: plugin.name.clone(),
+                        command: cmd.name.clone(),
+                        message: format!("it does not fit the plugin's output-schema: {}", violations.join("; ")),
+                    }),
+                },
                 Err(e) => Err(Fault::InvalidOutput {
                     plugin: plugin.name.clone(),
                     command: cmd.name.clone(),

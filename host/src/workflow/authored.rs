@@ -84,6 +84,8 @@ pub struct Step {
     /// How long a command may wait for a worker to start it (command steps).
     pub queue_timeout: Option<Spanned<String>>,
     pub retry: Option<Spanned<Retry>>,
+    /// A JSON Schema the signal's payload must fit (wait steps): a path or an inline table.
+    pub schema: Option<Spanned<toml::Value>>,
     // Flow, for every kind.
     pub next: Option<Spanned<String>>,
     #[serde(default)]
@@ -139,6 +141,7 @@ pub const STEP: &[&str] = &[
     "timeout",
     "queue_timeout",
     "retry",
+    "schema",
     "next",
     "catch",
 ];

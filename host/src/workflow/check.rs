@@ -383,6 +383,7 @@ impl<'r, 'a> Resolver<'r, 'a> {
             only("timeout", s.timeout.is_some(), &["command", "workflow", "wait"]),
             only("queue_timeout", s.queue_timeout.is_some(), &["command", "workflow"]),
             only("retry", s.retry.is_some(), &["command", "workflow"]),
+            only("schema", s.schema.is_some(), &["wait"]),
             only(
                 "next",
                 s.next.is_some() && kind == "choice",
@@ -550,7 +551,15 @@ impl<'r, 'a> Resolver<'r, 'a> {
                     }
                     Some(d)
                 });
-                StepKind::Wait(Wait { signal: signal.get_ref().clone(), timeout })
+                let file = self.report.file;
+                let schema = s.schema.as_ref().and_then(|v| match super::schema::load(file, "schema", v.get_ref()) {
+                    Ok(schema) => Some(schema),
+                    Err(message) => {
+                        self.report.at(Some(v.span()), sn, message);
+                        None
+                    }
+                });
+                StepKind::Wait(Wait { signal: signal.get_ref().clone(), schema, timeout })
             }
             "sleep" => {
                 let d =

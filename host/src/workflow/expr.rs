@@ -265,6 +265,23 @@ impl Expr {
         &self.0.steps
     }
 
+    /// The keys of the object the expression builds, when it is a map literal whose every
+    /// key is a string literal (`{ 'sku': item.sku, 'qty': 1 }`); `None` when the keys are
+    /// not known before it runs (any other expression, a computed key, an optional entry).
+    pub fn literal_keys(&self) -> Option<Vec<String>> {
+        let Node::Map(map) = &self.0.ast.expr else { return None };
+        map.entries
+            .iter()
+            .map(|entry| match &entry.expr {
+                EntryExpr::MapEntry(e) if !e.optional => match &e.key.expr {
+                    Node::Literal(LiteralValue::String(key)) => Some(key.inner().to_owned()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Evaluate to JSON. Errors are one line naming the problem and the expression, e.g.
     /// "no such key: sku (in `item.sku`)".
     pub fn eval(&self, scope: &dyn Scope) -> Result<Value, String> {

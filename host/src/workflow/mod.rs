@@ -41,6 +41,7 @@ pub mod check;
 pub mod duration;
 pub mod expr;
 pub mod external;
+pub mod fit;
 pub mod resolved;
 pub mod schema;
 

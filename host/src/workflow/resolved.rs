@@ -185,6 +185,8 @@ pub struct ForEach {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wait {
     pub signal: String,
+    /// The payload must fit it: a signal that does not is refused when it is sent.
+    pub schema: Option<Schema>,
     /// Fails with `timeout` when no signal came in time; `None`: waits for ever.
     pub timeout: Option<Duration>,
 }
@@ -227,6 +229,21 @@ impl RetryPolicy {
 }
 
 impl Workflow {
+    /// What is wrong with `payload` as signal `name`: the violations of each `wait` step on
+    /// that signal that declares a `schema` ("step NAME: /pointer: what"). Empty when every
+    /// such schema takes it, or none is declared.
+    pub fn signal_violations(&self, name: &str, payload: &serde_json::Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, step) in self.all_steps() {
+            if let StepKind::Wait(Wait { signal, schema: Some(schema), .. }) = &step.kind
+                && signal == name
+            {
+                out.extend(schema.violations(payload).into_iter().map(|v| format!("step {}: {v}", step.name)));
+            }
+        }
+        out
+    }
+
     /// The step named `name`, with its block's index.
     pub fn step(&self, name: &str) -> Option<(usize, &Step)> {
         self.blocks

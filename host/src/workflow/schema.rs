@@ -1,7 +1,12 @@
-//! JSON Schema checks (the `jsonschema` crate): a workflow's `input_schema` is compiled when
-//! the workflow loads and checked against each saga's input at start; an external command's
-//! `input_schema` and `output_schema` ([`super::external`]) against its payload before it is
-//! sent and its result when it comes back.
+//! JSON Schema checks (the `jsonschema` crate). Each schema is compiled once, when what
+//! declares it loads, and checked where its value is made:
+//!
+//! - a workflow's `input_schema`, against each saga's input at start;
+//! - a `wait` step's `schema`, against a signal's payload when it is sent;
+//! - an external command's `input_schema` and `output_schema` ([`super::external`]), against
+//!   its payload before it is sent and its result when it comes back;
+//! - a plugin command's `input-schema` and `output-schema` (from `describe()`), by the worker,
+//!   against the payload before the plugin runs and the result it returns.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +23,8 @@ impl PartialEq for Schema {
         self.1 == other.1
     }
 }
+
+impl Eq for Schema {}
 
 impl std::fmt::Debug for Schema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

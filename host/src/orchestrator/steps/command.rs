@@ -383,6 +383,11 @@ pub(crate) fn on_outcome(cx: &mut Ctx<'_>, saga: &mut Saga, i: usize, outcome: &
             }
             match phase {
                 Phase::Forward => {
+                    // A command whose result was refused for not fitting its output schema
+                    // ran, and said it did its work: undo it as one that timed out.
+                    if failure.code == codes::INVALID_OUTPUT {
+                        inst.uncertain = true;
+                    }
                     // An attempt that timed out may have taken effect: undo it with the rest
                     // if the saga compensates.
                     if inst.uncertain && def.compensate.is_some() && inst.seq.is_none() {
