@@ -69,7 +69,17 @@
 //! - [`Failure`]: what a handler returns when it cannot do its job, and whether a retry helps.
 //! - [`Context`]: the command's metadata (saga id, step, attempt, idempotency key).
 //! - [`Registry`]: the table of commands [`worker!`] builds; use it directly to attach JSON
-//!   Schemas with [`Registry::command_with_schema`].
+//!   Schemas with [`Registry::command_with_schema`], or derive them from the handler's types
+//!   with [`Registry::typed`] (`typed "name" => handler` in [`worker!`]).
+//!
+//! # Schemas
+//!
+//! A command may declare JSON Schemas for its payload and its result. The host checks them:
+//! a payload that does not fit is refused before the handler runs (`invalid_input`, naming the
+//! JSON pointer of each violation), a result that does not fit fails the command
+//! (`invalid_output`, and the step is compensated, since it ran), and `baton check` finds a
+//! step whose input never gives a field the command requires. With the `schemas` feature (on
+//! by default) `typed` derives both from the handler's types with [`schemars`].
 //! - [`saga`]: start, run, signal and read sagas from a handler.
 //!
 //! # Contract
@@ -184,10 +194,13 @@ pub struct Context {
 
 type Erased = Box<dyn Fn(&str, &Context) -> Result<String, Failure>>;
 
+/// A schema as JSON text, made only when `describe` asks (not on every command).
+type SchemaText = Box<dyn Fn() -> String>;
+
 struct Entry {
     name: String,
-    input_schema: Option<String>,
-    output_schema: Option<String>,
+    input_schema: Option<SchemaText>,
+    output_schema: Option<SchemaText>,
     handler: Erased,
 }
 
@@ -224,13 +237,79 @@ impl Registry {
     }
 
     /// Like [`Registry::command`], with JSON Schemas (as JSON text) for the payload and the
-    /// result. The host shows them in `baton plugins`.
+    /// result. The host checks them: a payload that does not fit `input_schema` fails the
+    /// command with `invalid_input` before the handler runs, a result that does not fit
+    /// `output_schema` fails it with `invalid_output`. `baton plugins` shows them.
     pub fn command_with_schema<I, O, F>(
         &mut self,
         name: &str,
         handler: F,
         input_schema: Option<&str>,
         output_schema: Option<&str>,
+    ) -> &mut Self
+    where
+        I: DeserializeOwned,
+        O: Serialize,
+        F: Fn(I, &Context) -> Result<O, Failure> + 'static,
+    {
+        let text = |s: Option<&str>| {
+            s.map(|s| -> SchemaText {
+                let s = s.to_owned();
+                Box::new(move || s.clone())
+            })
+        };
+        self.add(name, handler, text(input_schema), text(output_schema))
+    }
+
+    /// Like [`Registry::command`], with the JSON Schemas of `I` and `O` derived from their
+    /// types ([`schemars::JsonSchema`]), so the host checks payloads and results against what
+    /// the handler's types accept (see [`Registry::command_with_schema`]). The [`worker!`] form
+    /// is `typed "name" => handler`.
+    ///
+    /// ```no_run
+    /// use baton_guest::{Context, Failure};
+    /// use schemars::JsonSchema;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Deserialize, JsonSchema)]
+    /// struct Charge {
+    ///     order_id: String,
+    ///     /// A payload with `amount: -5` is refused before the handler runs.
+    ///     #[schemars(range(min = 0.01))]
+    ///     amount: f64,
+    /// }
+    ///
+    /// #[derive(Serialize, JsonSchema)]
+    /// struct Receipt { payment_id: String }
+    ///
+    /// fn charge(req: Charge, _: &Context) -> Result<Receipt, Failure> {
+    ///     Ok(Receipt { payment_id: format!("pay-{}", req.order_id) })
+    /// }
+    ///
+    /// baton_guest::worker! {
+    ///     typed "payment.charge" => charge,
+    /// }
+    /// # fn main() {}
+    /// ```
+    #[cfg(feature = "schemas")]
+    pub fn typed<I, O, F>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        I: DeserializeOwned + schemars::JsonSchema + 'static,
+        O: Serialize + schemars::JsonSchema + 'static,
+        F: Fn(I, &Context) -> Result<O, Failure> + 'static,
+    {
+        fn text<T: schemars::JsonSchema>() -> String {
+            serde_json::to_string(&schemars::schema_for!(T)).expect("a schema is JSON")
+        }
+        self.add(name, handler, Some(Box::new(text::<I>)), Some(Box::new(text::<O>)))
+    }
+
+    fn add<I, O, F>(
+        &mut self,
+        name: &str,
+        handler: F,
+        input_schema: Option<SchemaText>,
+        output_schema: Option<SchemaText>,
     ) -> &mut Self
     where
         I: DeserializeOwned,
@@ -249,12 +328,7 @@ impl Registry {
                 Failure::permanent("invalid_output", format!("command {}: result is not JSON: {e}", ctx.command))
             })
         });
-        self.entries.push(Entry {
-            name: name.to_owned(),
-            input_schema: input_schema.map(str::to_owned),
-            output_schema: output_schema.map(str::to_owned),
-            handler: erased,
-        });
+        self.entries.push(Entry { name: name.to_owned(), input_schema, output_schema, handler: erased });
         self
     }
 }
@@ -399,7 +473,11 @@ pub mod __private {
         register(&mut r);
         r.entries
             .into_iter()
-            .map(|e| wit::CommandSpec { name: e.name, input_schema: e.input_schema, output_schema: e.output_schema })
+            .map(|e| wit::CommandSpec {
+                name: e.name,
+                input_schema: e.input_schema.map(|s| s()),
+                output_schema: e.output_schema.map(|s| s()),
+            })
             .collect()
     }
 
@@ -431,11 +509,26 @@ pub mod __private {
     }
 }
 
+/// One entry of [`worker!`]'s list; not part of the public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __register {
+    ($r:ident, typed $name:literal => $handler:path) => {
+        $r.typed($name, $handler)
+    };
+    ($r:ident, $name:literal => $handler:path) => {
+        $r.command($name, $handler)
+    };
+}
+
 /// Turn handlers into a Baton worker component.
 ///
 /// Either list `"command.name" => handler` pairs, or name a registration function
 /// `fn(&mut Registry)`. A handler is `fn(I, &Context) -> Result<O, Failure>` where `I` is
-/// any `Deserialize` type and `O` any `Serialize` type. Invoke it once per crate.
+/// any `Deserialize` type and `O` any `Serialize` type. Write `typed "command.name" =>
+/// handler` to declare the JSON Schemas of `I` and `O` too, derived from the types (they
+/// must also derive [`schemars::JsonSchema`]; see [`Registry::typed`]): the host then
+/// refuses a payload or a result that does not fit. Invoke it once per crate.
 ///
 /// ```no_run
 /// use baton_guest::{Context, Failure};
@@ -451,9 +544,9 @@ pub mod __private {
 /// ```
 #[macro_export]
 macro_rules! worker {
-    ($($name:literal => $handler:path),+ $(,)?) => {
+    ($($($typed:ident)? $name:literal => $handler:path),+ $(,)?) => {
         fn __baton_register(r: &mut $crate::Registry) {
-            $( r.command($name, $handler); )+
+            $( $crate::__register!(r, $($typed)? $name => $handler); )+
         }
         $crate::worker!(__baton_register);
     };

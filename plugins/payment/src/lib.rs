@@ -3,19 +3,23 @@
 //! Deterministic, steered by the input: a total over 10000 is declined (fatal), and while the
 //! attempt number is at most the optional `flaky_payment` count the gateway "times out"
 //! (retryable), so tests can exercise retries.
+//!
+//! Its commands are `typed`: their JSON Schemas come from the types below, so the host
+//! refuses a charge without a customer, or with a negative quantity, before it runs.
 use baton_guest::{Context, Failure};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Orders above this total are declined.
 const CARD_LIMIT: f64 = 10_000.0;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Item {
     qty: u32,
     price: f64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Charge {
     order_id: String,
     customer: String,
@@ -24,19 +28,19 @@ struct Charge {
     flaky_payment: u32,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct Receipt {
     payment_id: String,
     amount: f64,
     customer: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Refund {
     payment_id: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct Refunded {
     refunded: String,
 }
@@ -63,6 +67,6 @@ fn refund(req: Refund, _: &Context) -> Result<Refunded, Failure> {
 }
 
 baton_guest::worker! {
-    "payment.charge" => charge,
-    "payment.refund" => refund,
+    typed "payment.charge" => charge,
+    typed "payment.refund" => refund,
 }

@@ -12,8 +12,18 @@
 //!   `signal`, `payload`), `get` (`id`), `start_text` (`workflow` and `input` as text passed
 //!   as it is, JSON or not) or `spin` (`ms` of busy CPU). With `"fail": true` the first failed
 //!   call fails the command.
+//!
+//! Commands with schemas, for the host's checks of them:
+//! - `testkit.amount` returns its payload; its input schema wants `amount` over 0
+//!   (`exclusiveMinimum`), written by hand over several lines.
+//! - `testkit.reply` returns its payload's `reply`; its output schema wants an object with a
+//!   string `id`, so a reply without one is an `invalid_output`.
+//! - `testkit.undo` undoes a `testkit.reply`: typed, it requires `loan_id` (derived by
+//!   schemars), so compensating a reply with its result (`{id}`) cannot work, and
+//!   `baton check` says so.
 use baton_guest::{Context, Failure, Registry, saga};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 fn echo(v: Value, _: &Context) -> Result<Value, Failure> {
@@ -142,8 +152,46 @@ fn sagas(req: Calls, _: &Context) -> Result<Value, Failure> {
     Ok(json!({ "results": results }))
 }
 
+/// `testkit.amount`'s input schema, over several lines as an author writes one.
+const AMOUNT_SCHEMA: &str = r#"{
+    "type": "object",
+    "required": ["amount"],
+    "properties": {
+        "amount": { "type": "number", "exclusiveMinimum": 0 }
+    }
+}"#;
+
+/// `testkit.reply`'s output schema.
+const REPLY_OUTPUT: &str = r#"{"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}"#;
+
+#[derive(Deserialize)]
+struct Reply {
+    reply: Value,
+}
+
+fn reply(r: Reply, _: &Context) -> Result<Value, Failure> {
+    Ok(r.reply)
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct Undo {
+    loan_id: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Undone {
+    undone: String,
+}
+
+fn undo(u: Undo, _: &Context) -> Result<Undone, Failure> {
+    Ok(Undone { undone: u.loan_id })
+}
+
 fn register(r: &mut Registry) {
     r.command_with_schema("testkit.echo", echo, Some(r#"{"type":"object"}"#), Some(r#"{"type":"object"}"#));
+    r.command_with_schema("testkit.amount", echo, Some(AMOUNT_SCHEMA), None);
+    r.command_with_schema("testkit.reply", reply, Some(r#"{"type":"object","required":["reply"]}"#), Some(REPLY_OUTPUT));
+    r.typed("testkit.undo", undo);
     r.command("testkit.fail", fail);
     r.command("testkit.loop", spin);
     r.command("testkit.panic", panic);
