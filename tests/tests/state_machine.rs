@@ -98,10 +98,16 @@ fn run_says_how_to_send_a_signal_that_nothing_will_send() {
     assert_eq!(ran.code, 4, "{ran}");
     assert!(ran.stderr.contains("--signal go=JSON"), "{ran}");
     assert_eq!(ran.json()["status"], "running");
-    let ran =
-        run(baton().env("BATON_WORKFLOWS", dir.path()).args(["run", "w", "--input", "{}", "--signal", "go=[1, 2]"]));
+    let ran = run(baton().env("BATON_WORKFLOWS", dir.path()).args([
+        "run",
+        "w",
+        "--input",
+        "{}",
+        "--signal",
+        r#"go={"n": [1, 2]}"#,
+    ]));
     assert_eq!(ran.code, 0, "{ran}");
-    assert_eq!(step(&ran.json(), "echo")["output"], json!([1, 2]));
+    assert_eq!(step(&ran.json(), "echo")["output"], json!({"n": [1, 2]}));
     let ran = run(baton().env("BATON_WORKFLOWS", dir.path()).args(["run", "w", "--input", "{}", "--signal", "go"]));
     assert_eq!(ran.code, 1, "{ran}");
     assert!(ran.stderr.contains("NAME=JSON"), "{ran}");
