@@ -1129,7 +1129,16 @@ async fn plugins(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             .plugins()
             .iter()
             .map(|p| {
-                serde_json::json!({ "name": p.name, "path": p.path, "contract": p.contract, "commands": p.commands })
+                let mut plugin = serde_json::json!({ "name": p.name, "path": p.path, "contract": p.contract, "commands": p.commands });
+                if let Some(path) = &p.manifest.path {
+                    // The config's names, never its values.
+                    plugin["manifest"] = serde_json::json!({
+                        "path": path,
+                        "config": p.manifest.config_names(),
+                        "limits": p.manifest.limits.json(),
+                    });
+                }
+                plugin
             })
             .collect();
         if !external.is_empty() {
@@ -1145,6 +1154,12 @@ async fn plugins(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         for p in runtime.plugins() {
             crate::outln!("{} ({}, {})", p.name, p.path.display(), p.contract);
+            if let Some(path) = &p.manifest.path {
+                let names = p.manifest.config_names();
+                let config = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+                let limits = p.manifest.limits.json();
+                crate::outln!("  manifest {}: config {config}; limits {limits}", path.display());
+            }
             // Compact, one line each: a plugin may have written its schemas over many lines.
             let compact = |s: &Option<workflow::schema::Schema>| s.as_ref().map(|s| s.json().to_string());
             for c in &p.commands {

@@ -23,6 +23,7 @@
 
 mod bindings;
 pub mod cache;
+pub mod manifest;
 pub mod sagas;
 pub mod worker;
 
@@ -93,8 +94,8 @@ fn budget_mib(config: &RuntimeConfig) -> u32 {
         .min(tokio::sync::Semaphore::MAX_PERMITS as u32)
 }
 
-fn command_mib(config: &RuntimeConfig) -> u32 {
-    u32::try_from(config.memory_limit.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX).min(budget_mib(config))
+fn command_mib(config: &RuntimeConfig, memory_limit: usize) -> u32 {
+    u32::try_from(memory_limit.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX).min(budget_mib(config))
 }
 
 /// The default memory budget: a quarter of the machine's memory (at least 256 MiB), or 1 GiB
@@ -259,6 +260,8 @@ pub struct Plugin {
     pub cached: bool,
     /// The version of the contract it was built against.
     pub contract: Contract,
+    /// What its manifest (`<name>.toml` beside it) grants and limits; the default without one.
+    pub manifest: manifest::Manifest,
     pre: Pre,
 }
 
@@ -476,6 +479,8 @@ impl Runtime {
 
     /// Load one plugin file. The error is a sentence that says what to do.
     pub async fn load_file(&mut self, path: &Path) -> Result<(), String> {
+        let host = manifest::HostLimits { memory: self.config.memory_limit, cpu: self.config.max_deadline };
+        let manifest = manifest::Manifest::for_plugin(path, host, &|var| std::env::var(var).ok())?;
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
         let (component, cached) = cache::compile(&self.engine, &bytes, self.config.cache_dir.as_deref()).map_err(|e| {
             format!(
@@ -505,7 +510,7 @@ impl Runtime {
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
 
         let limit = Duration::from_secs(10);
-        let mut store = self.store(limit, None);
+        let mut store = self.store(limit, None, &manifest);
         let specs = match tokio::time::timeout(limit, pre.describe(&mut store)).await {
             Ok(specs) => {
                 specs.map_err(|e| format!("describe() failed: {}", self.fault(&name, "describe", e, &store, limit)))?
@@ -534,8 +539,15 @@ impl Runtime {
         for c in &commands {
             self.commands.insert(c.name.clone(), index);
         }
-        tracing::info!(plugin = %name, cached, %contract, commands = commands.len(), "plugin loaded");
-        self.plugins.push(Plugin { name, path: path.to_owned(), commands, cached, contract, pre });
+        tracing::info!(
+            plugin = %name,
+            cached,
+            %contract,
+            commands = commands.len(),
+            config = ?manifest.config_names(),
+            "plugin loaded"
+        );
+        self.plugins.push(Plugin { name, path: path.to_owned(), commands, cached, contract, manifest, pre });
         Ok(())
     }
 
@@ -563,21 +575,23 @@ impl Runtime {
     /// A fresh store for one instance: `cpu` is its CPU time (see [`CpuClock`]); `caller` the
     /// command it runs, whose calls to the orchestrator act on its behalf (`None` while
     /// `describe` runs, outside any command).
-    fn store(&self, cpu: Duration, caller: Option<Meta>) -> Store<HostState> {
-        // Nothing is granted: no preopened directories, no environment, no arguments, no
-        // sockets. Output goes to a bounded in-memory pipe.
+    fn store(&self, cpu: Duration, caller: Option<Meta>, manifest: &manifest::Manifest) -> Store<HostState> {
+        // Nothing is granted but the manifest's config, as environment variables: no
+        // preopened directories, no arguments, no sockets. Output goes to a bounded
+        // in-memory pipe.
         let output = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
-        let wasi = WasiCtx::builder()
-            .stdout(output.clone())
-            .stderr(output.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let mut builder = WasiCtx::builder();
+        builder.stdout(output.clone()).stderr(output.clone()).allow_tcp(false).allow_udp(false);
+        builder.allow_ip_name_lookup(false);
+        for (name, value) in manifest.env() {
+            builder.env(name, value);
+        }
+        let wasi = builder.build();
+        let memory = manifest.limits.memory.unwrap_or(self.config.memory_limit);
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max: self.config.memory_limit, total: 0, hit: false },
+            limiter: MemoryLimiter { max: memory, total: 0, hit: false },
             output,
             cpu: CpuClock::new(cpu),
             sagas: SagaCalls::new(self.saga_host.get().cloned(), caller),
@@ -651,23 +665,27 @@ impl Runtime {
         // Room in the memory budget for the whole of this command's limit, before it starts:
         // then a running command never waits for memory, so commands cannot deadlock on it.
         let asked = Instant::now();
+        let memory = plugin.manifest.limits.memory.unwrap_or(self.config.memory_limit);
+        let max_cpu = plugin.manifest.limits.cpu.unwrap_or(self.config.max_deadline);
         // Held until the instance is gone: declared before the store, so dropped after it.
-        let _room =
-            match tokio::time::timeout(deadline, self.budget.clone().acquire_many_owned(command_mib(&self.config)))
-                .await
-            {
-                Ok(permit) => permit.expect("the budget is never closed"),
-                Err(_) => {
-                    return Err(Fault::NoMemory {
-                        command: cmd.name.clone(),
-                        waited: asked.elapsed(),
-                        budget_mib: budget_mib(&self.config),
-                        limit_mib: self.config.memory_limit >> 20,
-                    });
-                }
-            };
+        let _room = match tokio::time::timeout(
+            deadline,
+            self.budget.clone().acquire_many_owned(command_mib(&self.config, memory)),
+        )
+        .await
+        {
+            Ok(permit) => permit.expect("the budget is never closed"),
+            Err(_) => {
+                return Err(Fault::NoMemory {
+                    command: cmd.name.clone(),
+                    waited: asked.elapsed(),
+                    budget_mib: budget_mib(&self.config),
+                    limit_mib: memory >> 20,
+                });
+            }
+        };
         let deadline = deadline.saturating_sub(asked.elapsed());
-        let cpu = deadline.min(self.config.max_deadline);
+        let cpu = deadline.min(max_cpu);
         let payload = serde_json::to_string(&cmd.payload).map_err(|e| Fault::InvalidInput {
             command: cmd.name.clone(),
             message: format!("payload is not serialisable: {e}"),
@@ -684,7 +702,7 @@ impl Runtime {
                 traceparent: cmd.meta.traceparent.clone(),
             },
         };
-        let mut store = self.store(cpu, Some(cmd.meta.clone()));
+        let mut store = self.store(cpu, Some(cmd.meta.clone()), &plugin.manifest);
         let Ok(result) = tokio::time::timeout(deadline, plugin.pre.handle(&mut store, &wit_cmd)).await else {
             // Dropping the call unwinds the instance's fiber; the store goes with it.
             if let Some(call) = store.data().sagas.waiting() {
@@ -712,7 +730,7 @@ impl Runtime {
             // The message names the step's timeout (or the CPU time's cap, when that is what
             // stopped it), even when the run was cut to what was left of the deadline after a
             // wait for a slot.
-            Err(e) => Err(self.fault(&plugin.name, &cmd.name, e, &store, step.min(self.config.max_deadline))),
+            Err(e) => Err(self.fault(&plugin.name, &cmd.name, e, &store, step.min(max_cpu))),
         }
     }
 
@@ -731,7 +749,7 @@ impl Runtime {
             return Fault::Timeout { plugin, command, deadline };
         }
         if store.data().limiter.hit {
-            return Fault::OutOfMemory { plugin, command, limit_mib: self.config.memory_limit >> 20 };
+            return Fault::OutOfMemory { plugin, command, limit_mib: store.data().limiter.max >> 20 };
         }
         if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
             return Fault::HostBusy { command, slots: self.config.max_instances };

@@ -58,9 +58,13 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// The slots of plugin `name`.
-    pub fn concurrency_of(&self, name: &str) -> usize {
-        self.per_plugin.get(name).copied().unwrap_or(self.concurrency).max(1)
+    /// The slots of `plugin`: the command line's (`--plugin-concurrency`), else its
+    /// manifest's `limits.concurrency`, else the host's default.
+    pub fn slots_of(&self, plugin: &super::Plugin) -> usize {
+        match (self.per_plugin.get(&plugin.name), plugin.manifest.limits.concurrency) {
+            (Some(&n), _) | (None, Some(n)) => n.max(1),
+            (None, None) => self.concurrency.max(1),
+        }
     }
 }
 
@@ -113,7 +117,7 @@ pub async fn run(
         let pool = Pool {
             plugin: plugin.name.clone(),
             commands,
-            slots: config.concurrency_of(&plugin.name),
+            slots: config.slots_of(plugin),
             runtime: runtime.clone(),
             bus: bus.clone(),
             store: store.clone(),
