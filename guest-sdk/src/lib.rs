@@ -81,6 +81,7 @@
 //! step whose input never gives a field the command requires. With the `schemas` feature (on
 //! by default) `typed` derives both from the handler's types with [`schemars`].
 //! - [`saga`]: start, run, signal and read sagas from a handler.
+//! - [`config`]: a config value the plugin's manifest grants (an API key, a region).
 //!
 //! # Contract
 //!
@@ -331,6 +332,17 @@ impl Registry {
         self.entries.push(Entry { name: name.to_owned(), input_schema, output_schema, handler: erased });
         self
     }
+}
+
+/// The config value `name` the plugin's manifest grants (`[config]` in `<plugin>.toml` beside
+/// the `.wasm`), or `None` when it grants none of that name. Values reach the instance as its
+/// environment variables, so `std::env::var(name)` reads the same; the host never logs them.
+///
+/// ```no_run
+/// let region = baton_guest::config("region").unwrap_or_else(|| "eu-west-1".to_owned());
+/// ```
+pub fn config(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// Start, run, signal and read sagas from a handler: the `orchestrator` import of

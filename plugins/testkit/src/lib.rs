@@ -13,6 +13,9 @@
 //!   as it is, JSON or not) or `spin` (`ms` of busy CPU). With `"fail": true` the first failed
 //!   call fails the command.
 //!
+//! - `testkit.config` reads the config value `{"name"}` its manifest grants and answers
+//!   `{"set", "len", "sum"}` (its length and the sum of its bytes), never the value itself.
+//!
 //! Commands with schemas, for the host's checks of them:
 //! - `testkit.amount` returns its payload; its input schema wants `amount` over 0
 //!   (`exclusiveMinimum`), written by hand over several lines.
@@ -187,11 +190,24 @@ fn undo(u: Undo, _: &Context) -> Result<Undone, Failure> {
     Ok(Undone { undone: u.loan_id })
 }
 
+#[derive(Deserialize)]
+struct ConfigName {
+    name: String,
+}
+
+fn config(c: ConfigName, _: &Context) -> Result<Value, Failure> {
+    Ok(match baton_guest::config(&c.name) {
+        Some(v) => json!({ "set": true, "len": v.len(), "sum": v.bytes().map(u64::from).sum::<u64>() }),
+        None => json!({ "set": false }),
+    })
+}
+
 fn register(r: &mut Registry) {
     r.command_with_schema("testkit.echo", echo, Some(r#"{"type":"object"}"#), Some(r#"{"type":"object"}"#));
     r.command_with_schema("testkit.amount", echo, Some(AMOUNT_SCHEMA), None);
     r.command_with_schema("testkit.reply", reply, Some(r#"{"type":"object","required":["reply"]}"#), Some(REPLY_OUTPUT));
     r.typed("testkit.undo", undo);
+    r.command("testkit.config", config);
     r.command("testkit.fail", fail);
     r.command("testkit.loop", spin);
     r.command("testkit.panic", panic);

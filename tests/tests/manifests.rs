@@ -1,0 +1,132 @@
+//! Plugin manifests through the real binary: config values (written in the manifest, from a
+//! `BATON_VAR_*` variable of the host, from a file) reach the plugin and nothing else (not
+//! the logs, not the saga record); per-plugin limits hold; a manifest that asks for anything
+//! else keeps its plugin from loading, by name, and the other plugins load.
+
+use std::path::Path;
+
+use baton_tests::{baton, plugin_dir_copy, run, step};
+use serde_json::json;
+
+const SECRET: &str = "tok-5ecr3t-do-not-log-91f2";
+const CERT: &str = "-----CERT 7c1e-----";
+
+/// `(len, sum of bytes)`, as `testkit.config` answers for a value.
+fn digest(v: &str) -> serde_json::Value {
+    json!({"set": true, "len": v.len(), "sum": v.bytes().map(u64::from).sum::<u64>()})
+}
+
+fn workflow_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.toml"), text).unwrap();
+    dir
+}
+
+fn baton_in(plugins: &Path, workflows: &Path) -> std::process::Command {
+    let mut cmd = baton();
+    cmd.env("BATON_PLUGINS", plugins).env("BATON_WORKFLOWS", workflows);
+    cmd
+}
+
+const READ_CONFIG: &str = r#"
+name = "w"
+[[step]]
+name = "greeting"
+command = "testkit.config"
+input = "{ 'name': 'greeting' }"
+[[step]]
+name = "token"
+command = "testkit.config"
+input = "{ 'name': 'token' }"
+[[step]]
+name = "cert"
+command = "testkit.config"
+input = "{ 'name': 'cert' }"
+[[step]]
+name = "home"
+command = "testkit.config"
+input = "{ 'name': 'HOME' }"
+"#;
+
+#[test]
+fn config_reaches_the_plugin_and_never_the_logs_or_the_record() {
+    let plugins = plugin_dir_copy();
+    std::fs::write(
+        plugins.path().join("testkit.toml"),
+        "[config]\ngreeting = \"hello\"\ntoken = { env = \"BATON_VAR_TEST_TOKEN\" }\ncert = { file = \"testkit.cert\" }\n",
+    )
+    .unwrap();
+    std::fs::write(plugins.path().join("testkit.cert"), format!("{CERT}\n")).unwrap();
+    let workflows = workflow_dir(READ_CONFIG);
+    let ran = run(baton_in(plugins.path(), workflows.path())
+        .env("BATON_VAR_TEST_TOKEN", SECRET)
+        .env("BATON_LOG", "debug")
+        .args(["run", "w", "--json", "--input", "{}"]));
+    assert_eq!(ran.code, 0, "{ran}");
+    let saga = ran.json();
+    assert_eq!(step(&saga, "greeting")["output"], digest("hello"));
+    assert_eq!(step(&saga, "token")["output"], digest(SECRET));
+    assert_eq!(step(&saga, "cert")["output"], digest(CERT), "the file's trailing newline is not the value's");
+    // The host's own environment is not the plugin's.
+    assert_eq!(step(&saga, "home")["output"], json!({"set": false}));
+    for text in [SECRET, CERT] {
+        assert!(!ran.stdout.contains(text) && !ran.stderr.contains(text), "{text} leaked:\n{ran}");
+    }
+    assert!(ran.stderr.contains("plugin loaded"), "the debug log ran: {ran}");
+
+    // `baton plugins` names the config, never its values.
+    let ran =
+        run(baton_in(plugins.path(), workflows.path()).env("BATON_VAR_TEST_TOKEN", SECRET).args(["plugins", "--json"]));
+    assert_eq!(ran.code, 0, "{ran}");
+    let list = ran.json();
+    let testkit = list.as_array().unwrap().iter().find(|p| p["name"] == "testkit").unwrap();
+    assert_eq!(testkit["manifest"]["config"], json!(["cert", "greeting", "token"]));
+    assert!(!ran.stdout.contains(SECRET) && !ran.stdout.contains(CERT), "{ran}");
+}
+
+#[test]
+fn a_manifest_lowers_the_memory_and_cpu_of_its_plugin() {
+    let plugins = plugin_dir_copy();
+    std::fs::write(plugins.path().join("testkit.toml"), "[limits]\nmemory_mb = 16\ncpu = \"300ms\"\nconcurrency = 3\n")
+        .unwrap();
+    let workflows = workflow_dir(
+        "name = \"w\"\n[[step]]\nname = \"hog\"\ncommand = \"testkit.oom\"\ncatch = [{ next = \"spin\" }]\n[[step]]\nname = \"spin\"\ncommand = \"testkit.loop\"\nretry = { attempts = 1 }\n",
+    );
+    let ran = run(baton_in(plugins.path(), workflows.path()).args(["run", "w", "--json", "--input", "{}"]));
+    assert_eq!(ran.code, 2, "{ran}");
+    let saga = ran.json();
+    let hog = &step(&saga, "hog")["error"];
+    assert_eq!(hog["code"], "out_of_memory", "{saga:#}");
+    assert!(hog["message"].as_str().unwrap().contains("16 MiB"), "{saga:#}");
+    let spin = &step(&saga, "spin")["error"];
+    assert_eq!(spin["code"], "timeout", "{saga:#}");
+    assert!(spin["message"].as_str().unwrap().contains("300ms"), "stopped at the manifest's cpu: {saga:#}");
+
+    let ran = run(baton_in(plugins.path(), workflows.path()).args(["plugins", "--json"]));
+    let list = ran.json();
+    let testkit = list.as_array().unwrap().iter().find(|p| p["name"] == "testkit").unwrap();
+    assert_eq!(testkit["manifest"]["limits"], json!({"memory_mb": 16, "cpu": "300ms", "concurrency": 3}));
+}
+
+#[test]
+fn a_manifest_that_asks_for_more_keeps_its_plugin_out_and_says_why() {
+    let workflows = workflow_dir("name = \"w\"\n[[step]]\nname = \"pay\"\ncommand = \"payment.refund\"\n");
+    for (manifest, says) in [
+        ("[network]\nallow = [\"example.com\"]\n", "nothing else can be granted"),
+        ("[config]\nhome = { env = \"HOME\" }\n", "only variables named BATON_VAR_*"),
+        ("[config]\nkey = { env = \"BATON_VAR_NOT_SET_ANYWHERE\" }\n", "BATON_VAR_NOT_SET_ANYWHERE is not set"),
+        ("[limits]\nmemory_mb = 100000\n", "--memory-limit-mb"),
+        ("[config]\ncert = { file = \"missing.pem\" }\n", "missing.pem"),
+    ] {
+        let plugins = plugin_dir_copy();
+        std::fs::write(plugins.path().join("testkit.toml"), manifest).unwrap();
+        let ran = run(baton_in(plugins.path(), workflows.path()).arg("check"));
+        assert_eq!(ran.code, 1, "{manifest}: {ran}");
+        let line = ran.stderr.lines().find(|l| l.contains("testkit.toml")).unwrap_or_else(|| panic!("{ran}"));
+        assert!(line.contains(says), "{manifest}: {line}");
+        // The other plugins load, and a saga that needs none of testkit runs.
+        let ran =
+            run(baton_in(plugins.path(), workflows.path()).args(["run", "w", "--input", "{\"payment_id\": \"p\"}"]));
+        assert_eq!(ran.code, 0, "{manifest}: {ran}");
+    }
+}
