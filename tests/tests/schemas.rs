@@ -257,3 +257,38 @@ fn baton_check_finds_payloads_that_cannot_fit_and_schemas_that_are_not_schemas()
     assert_eq!(ran.code, 1, "{ran}");
     assert!(ran.stderr.contains("loan_id"), "{ran}");
 }
+
+/// A signal from the bus is checked as one from the API: one that does not fit is logged and
+/// dropped (acknowledged, so it does not come back), and the saga takes the next that fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_signal_that_does_not_fit_is_dropped() {
+    use redis::AsyncCommands as _;
+    let prefix = baton_tests::unique_prefix("schema_bus_signal");
+    let dir = workflows(&[("approval.toml", APPROVAL)]);
+    let mut config = baton_tests::server::redis_config(&prefix);
+    config.workflows = dir.path().to_owned();
+    let host = InProcess::start(config).await;
+    assert_eq!(host.start_saga("approval", "b-1", &json!({"order_id": "o-1"})).await.unwrap().0, 201);
+    host.until_waiting("b-1", "approve").await;
+    let event = |id: &str, data: serde_json::Value| {
+        json!({
+            "specversion": "1.0", "type": "baton.signal.v1", "source": "test", "id": id,
+            "subject": "approved", "transactionid": "b-1", "data": data
+        })
+        .to_string()
+    };
+    let client = redis::Client::open(baton_tests::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("{prefix}:signals");
+    for e in [event("e-1", json!({"by": 7})), event("e-2", json!({"by": "maria"}))] {
+        let _: String = con.xadd(&stream, "*", &[("event", e.as_str())]).await.unwrap();
+    }
+    let saga = host.wait_all(&["b-1".to_owned()], Duration::from_secs(30)).await.remove(0);
+    assert_eq!(saga["status"], "completed", "{saga:#}");
+    assert_eq!(step(&saga, "record")["output"], json!({"order": "o-1", "by": "maria"}));
+    let (_, history) = host.get("/v1/sagas/b-1/history").await;
+    let received = history.as_array().unwrap().iter().filter(|h| h["event"] == "signal_received").count();
+    assert_eq!(received, 1, "only the signal that fits reached the saga: {history:#}");
+    host.stop().await;
+    baton_tests::delete_prefix(&prefix);
+}

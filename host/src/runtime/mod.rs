@@ -849,3 +849,26 @@ fn root_message(e: &anyhow::Error) -> String {
     parts.dedup();
     parts.join(": ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(input: Option<&str>, output: Option<&str>) -> wit::CommandSpec {
+        wit::CommandSpec {
+            name: "p.cmd".to_owned(),
+            input_schema: input.map(str::to_owned),
+            output_schema: output.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_described_schema_is_compiled_or_refused_by_name() {
+        let ok = CommandSpec::described("p", spec(Some(r#"{"type": "object"}"#), None)).unwrap();
+        assert!(ok.input.is_some() && ok.output.is_none());
+        let e = CommandSpec::described("p", spec(Some("{not json"), None)).unwrap_err();
+        assert!(e.contains("plugin p") && e.contains("input-schema") && e.contains("not JSON"), "{e}");
+        let e = CommandSpec::described("p", spec(None, Some(r#"{"type": 5}"#))).unwrap_err();
+        assert!(e.contains("output-schema") && e.contains("not a valid JSON Schema") && e.contains("\"p.cmd\""), "{e}");
+    }
+}
