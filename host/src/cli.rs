@@ -1125,22 +1125,7 @@ async fn plugins(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
         .collect();
     let schema = |s: &Option<String>| s.as_deref().unwrap_or("-").to_owned();
     if json {
-        let mut list: Vec<Value> = runtime
-            .plugins()
-            .iter()
-            .map(|p| {
-                let mut plugin = serde_json::json!({ "name": p.name, "path": p.path, "contract": p.contract, "commands": p.commands });
-                if let Some(path) = &p.manifest.path {
-                    // The config's names, never its values.
-                    plugin["manifest"] = serde_json::json!({
-                        "path": path,
-                        "config": p.manifest.config_names(),
-                        "limits": p.manifest.limits.json(),
-                    });
-                }
-                plugin
-            })
-            .collect();
+        let mut list: Vec<Value> = runtime.plugins_json();
         if !external.is_empty() {
             let commands: Vec<Value> = external
                 .iter()

@@ -311,7 +311,8 @@ pub async fn run(
             "WARNING: serving on {addr} with no token (--insecure): anyone who reaches this address can start, cancel and read sagas; set --token unless something in front authenticates every request"
         );
     }
-    let backends = crate::api::Backends { store: parts.store.clone(), bus: parts.bus.clone() };
+    let backends =
+        crate::api::Backends { store: parts.store.clone(), bus: parts.bus.clone(), runtime: parts.runtime.clone() };
     let node = Node::start(parts, role);
     // A worker-only host serves its probes alone: it holds no saga to show.
     let router = if role.orchestrates() {

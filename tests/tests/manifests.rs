@@ -130,3 +130,35 @@ fn a_manifest_that_asks_for_more_keeps_its_plugin_out_and_says_why() {
         assert_eq!(ran.code, 0, "{manifest}: {ran}");
     }
 }
+
+/// `GET /v1/plugins`: what the host loaded, with each file's content hash, its load time and
+/// its manifest (config names, never values).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_lists_the_loaded_plugins_with_their_hashes() {
+    let plugins = plugin_dir_copy();
+    std::fs::write(plugins.path().join("testkit.toml"), "[config]\ngreeting = \"hello\"\n[limits]\nconcurrency = 2\n")
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = baton_tests::server::config(data.path());
+    config.plugins = plugins.path().to_owned();
+    let host = baton_tests::server::InProcess::start(config).await;
+    let (status, list) = host.get("/v1/plugins").await;
+    assert_eq!(status, 200, "{list}");
+    let list = list.as_array().unwrap();
+    let testkit = list.iter().find(|p| p["name"] == "testkit").expect("testkit");
+    let bytes = std::fs::read(plugins.path().join("testkit.wasm")).unwrap();
+    let hex: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    };
+    assert_eq!(testkit["hash"], format!("sha256:{hex}"));
+    assert!(testkit["loaded_at"].as_str().is_some_and(|t| t.starts_with("20")), "{testkit:#}");
+    assert_eq!(testkit["manifest"]["config"], json!(["greeting"]));
+    assert_eq!(testkit["manifest"]["limits"], json!({"concurrency": 2}));
+    assert!(!testkit.to_string().contains("hello"), "no config value: {testkit:#}");
+    let commands: Vec<&str> =
+        testkit["commands"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    assert!(commands.contains(&"testkit.amount"), "{commands:?}");
+    assert!(list.iter().any(|p| p["name"] == "payment" && p.get("manifest").is_none()), "{list:?}");
+    host.stop().await;
+}

@@ -82,11 +82,14 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// What `GET /readyz` checks: the store and the bus of this host.
+/// What `GET /readyz` checks (the store and the bus of this host) and `GET /v1/plugins`
+/// lists.
 #[derive(Clone)]
 pub struct Backends {
     pub store: Arc<dyn SagaStore>,
     pub bus: Arc<dyn EventBus>,
+    /// The plugins this host runs (`GET /v1/plugins`); `None` on a host that runs no worker.
+    pub runtime: Option<Arc<crate::runtime::Runtime>>,
 }
 
 /// The routes, over an orchestrator, with the readiness probe over `backends` and, with a
@@ -100,15 +103,25 @@ pub fn router(orchestrator: Orchestrator, backends: Backends, token: Option<Toke
         .route("/v1/sagas/{id}/cancel", post(cancel))
         .route("/v1/sagas/{id}/retry", post(retry))
         .with_state(orchestrator)
+        .route("/v1/plugins", get(plugins).with_state(backends.clone()))
         .route("/readyz", get(readyz).with_state(backends))
         .route("/healthz", get(healthz));
     secured(with_json_errors(routes), token)
 }
 
+/// The plugins this host runs: an empty list on a host that runs none (`--role
+/// orchestrator`).
+async fn plugins(State(b): State<Backends>) -> Json<Value> {
+    Json(Value::Array(b.runtime.as_ref().map(|r| r.plugins_json()).unwrap_or_default()))
+}
+
 /// The routes of a host that only runs workers: the liveness and readiness probes for its
 /// supervisor.
 pub fn health_router(backends: Backends, token: Option<Token>) -> Router {
-    let routes = Router::new().route("/readyz", get(readyz).with_state(backends)).route("/healthz", get(healthz));
+    let routes = Router::new()
+        .route("/v1/plugins", get(plugins).with_state(backends.clone()))
+        .route("/readyz", get(readyz).with_state(backends))
+        .route("/healthz", get(healthz));
     secured(with_json_errors(routes), token)
 }
 

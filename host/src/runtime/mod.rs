@@ -262,6 +262,10 @@ pub struct Plugin {
     pub contract: Contract,
     /// What its manifest (`<name>.toml` beside it) grants and limits; the default without one.
     pub manifest: manifest::Manifest,
+    /// `sha256:` and the first 16 hex digits of the `.wasm` file's SHA-256.
+    pub hash: String,
+    /// When it was loaded, in ms since the Unix epoch.
+    pub loaded_at: u64,
     pre: Pre,
 }
 
@@ -482,6 +486,11 @@ impl Runtime {
         let host = manifest::HostLimits { memory: self.config.memory_limit, cpu: self.config.max_deadline };
         let manifest = manifest::Manifest::for_plugin(path, host, &|var| std::env::var(var).ok())?;
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+        let hash = {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(&bytes);
+            format!("sha256:{}", digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
+        };
         let (component, cached) = cache::compile(&self.engine, &bytes, self.config.cache_dir.as_deref()).map_err(|e| {
             format!(
                 "not a valid WebAssembly component ({}): build workers with `cargo build --target wasm32-wasip2` against the baton-guest SDK",
@@ -547,13 +556,53 @@ impl Runtime {
             config = ?manifest.config_names(),
             "plugin loaded"
         );
-        self.plugins.push(Plugin { name, path: path.to_owned(), commands, cached, contract, manifest, pre });
+        let loaded_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.plugins.push(Plugin {
+            name,
+            path: path.to_owned(),
+            commands,
+            cached,
+            contract,
+            manifest,
+            hash,
+            loaded_at,
+            pre,
+        });
         Ok(())
     }
 
     /// The loaded plugins, in load order.
     pub fn plugins(&self) -> &[Plugin] {
         &self.plugins
+    }
+
+    /// The loaded plugins as JSON, as `GET /v1/plugins` and `baton plugins --json` show
+    /// them: name, file, content hash, load time, contract, commands with their schemas, and
+    /// the manifest's config names (never values) and limits.
+    pub fn plugins_json(&self) -> Vec<serde_json::Value> {
+        self.plugins
+            .iter()
+            .map(|p| {
+                let mut plugin = serde_json::json!({
+                    "name": p.name,
+                    "path": p.path,
+                    "hash": p.hash,
+                    "loaded_at": crate::model::time::format(p.loaded_at),
+                    "contract": p.contract,
+                    "commands": p.commands,
+                });
+                if let Some(path) = &p.manifest.path {
+                    plugin["manifest"] = serde_json::json!({
+                        "path": path,
+                        "config": p.manifest.config_names(),
+                        "limits": p.manifest.limits.json(),
+                    });
+                }
+                plugin
+            })
+            .collect()
     }
 
     /// The JSON Schemas of every command some plugin handles, by name.
