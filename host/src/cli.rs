@@ -227,6 +227,10 @@ pub enum Command {
         /// instead of the built-in roots: for a Redis with a private or self-signed certificate.
         #[arg(long, env = "BATON_REDIS_CA", value_name = "PATH")]
         redis_ca: Option<PathBuf>,
+        /// Do not load plugins and workflows added or changed while the host runs (by default
+        /// the host looks at its directories every second and reloads what changed).
+        #[arg(long, env = "BATON_NO_RELOAD")]
+        no_reload: bool,
     },
     /// Start a saga on a running `baton serve`.
     ///
@@ -437,6 +441,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             auth,
             insecure,
             redis_ca,
+            no_reload,
         } => {
             let config = crate::serve::Config {
                 plugins: cli.plugins.clone(),
@@ -460,6 +465,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 token: auth.token()?,
                 insecure: *insecure,
                 redis_ca: redis_ca.clone(),
+                reload: !*no_reload,
             };
             serve(config, listen).await
         }
@@ -623,7 +629,7 @@ fn runtime_config(cli: &Cli) -> RuntimeConfig {
 /// Load the plugins; report the ones that fail on stderr. Returns the runtime and whether
 /// every plugin loaded.
 async fn load_runtime(cli: &Cli) -> anyhow::Result<(Runtime, bool)> {
-    let mut runtime = Runtime::new(runtime_config(cli))?;
+    let runtime = Runtime::new(runtime_config(cli))?;
     let errors = runtime.load_dir(&cli.plugins).await?;
     for e in &errors {
         eprintln!("warning: plugin not loaded: {e}");

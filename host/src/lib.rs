@@ -31,6 +31,7 @@ pub mod node;
 pub mod orchestrator;
 pub mod protocol;
 mod redis_conn;
+pub mod reload;
 pub mod runtime;
 pub mod serve;
 pub mod store;

@@ -74,14 +74,12 @@ impl Node {
             let rx = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move { o.run(rx).await }));
             // Sagas that answer commands: children of `workflow` steps and `handles`.
-            let routes = sub_sagas::routes(orchestrator.workflows(), true);
             let (o, bus, rx) = (orchestrator.clone(), parts.bus.clone(), shutdown_rx.clone());
-            tasks.push(tokio::spawn(sub_sagas::serve(o, bus, None, routes, rx)));
+            tasks.push(tokio::spawn(sub_sagas::serve(o, bus, None, true, rx)));
             for (prefix, bus) in parts.deployments {
                 orchestrator.add_deployment(&prefix, bus.clone());
-                let routes = sub_sagas::routes(orchestrator.workflows(), false);
                 let (o, rx) = (orchestrator.clone(), shutdown_rx.clone());
-                tasks.push(tokio::spawn(sub_sagas::serve(o, bus, Some(prefix), routes, rx)));
+                tasks.push(tokio::spawn(sub_sagas::serve(o, bus, Some(prefix), false, rx)));
             }
             // Workers of this host that run sub-sagas ask this orchestrator.
             if let Some(runtime) = &parts.runtime {

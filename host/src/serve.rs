@@ -75,6 +75,8 @@ pub struct Config {
     /// A PEM file of CA certificates to check a `rediss://` server against, instead of the
     /// built-in roots (a private or self-signed certificate).
     pub redis_ca: Option<PathBuf>,
+    /// Load plugins and workflows added or changed while the host runs ([`crate::reload`]).
+    pub reload: bool,
 }
 
 impl Config {
@@ -96,6 +98,7 @@ impl Config {
             token: None,
             insecure: false,
             redis_ca: None,
+            reload: true,
         }
     }
 }
@@ -130,6 +133,8 @@ pub struct Host {
     mode: String,
     token: Option<crate::api::Token>,
     insecure: bool,
+    /// The directories to watch for changes, and whether the bus is shared; `None`: no reload.
+    reload: Option<(PathBuf, PathBuf, bool)>,
 }
 
 /// Load the plugins and workflows and connect the store and the bus. Plugins and workflows
@@ -174,7 +179,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
         );
     }
     let runtime = if role.works() {
-        let mut runtime = Runtime::new(config.runtime.clone())?;
+        let runtime = Runtime::new(config.runtime.clone())?;
         for e in runtime.load_dir(&config.plugins).await? {
             eprintln!("warning: plugin not loaded: {e}");
         }
@@ -187,17 +192,11 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
     // (worker pools scale apart): the workflow is loaded, and the commands no plugin here
     // handles are named, so a typo still shows.
     let known = runtime.as_ref().map(|r| r.command_names());
-    let strict = if config.redis.is_none() { known.as_deref() } else { None };
-    let (mut catalog, errors) = workflow::load_dir(&config.workflows, strict)
-        .with_context(|| format!("cannot read the workflow directory {}", config.workflows.display()))?;
-    let mut errors = errors;
-    if let Some(runtime) = &runtime {
-        errors.extend(workflow::fit::check(&mut catalog, &runtime.schemas()));
-    }
+    let (catalog, errors) = load_workflows(&config.workflows, runtime.as_deref(), config.redis.is_some())?;
     for e in &errors {
         eprintln!("warning: workflow not loaded: {e}");
     }
-    check_external(&mut catalog, known.as_deref(), config.redis.is_some());
+    note_external(&catalog, config.redis.is_some());
     if let (Some(known), Some(_), true) = (&known, &config.redis, role.orchestrates()) {
         for wf in catalog.workflows.values() {
             if let Err(unhandled) = workflow::check_commands(wf, known) {
@@ -262,26 +261,44 @@ pub async fn build(config: &Config) -> anyhow::Result<Host> {
         retain: config.retain,
         deployments,
     };
-    Ok(Host { parts, role, mode, token, insecure: config.insecure })
+    let reload = config.reload.then(|| (config.plugins.clone(), config.workflows.clone(), config.redis.is_some()));
+    Ok(Host { parts, role, mode, token, insecure: config.insecure, reload })
 }
 
-/// What a host says about the workflows that declare commands served outside it. A loaded
-/// plugin that handles such a command too is a definition error, here as in `baton check`:
-/// the workflow is not loaded (embedded mode found it already, through the plugin check).
-/// Embedded, no outside worker can reach the in-process bus: the workflow loads, so that a
-/// start is refused with a message that says what to do (logged at start, at `info`).
-fn check_external(catalog: &mut workflow::Catalog, known: Option<&[String]>, distributed: bool) {
-    if let Some(known) = known {
+/// The workflows of `dir` a host with `runtime`'s plugins runs, and the problems of those it
+/// leaves out. Embedded, this host runs every command, so a workflow naming a command no
+/// plugin here handles cannot run and is not loaded. Distributed, other hosts' workers may
+/// handle it (worker pools scale apart): the workflow is loaded. With plugins, the steps'
+/// payloads are checked against their schemas ([`workflow::fit`]), and a workflow declaring
+/// external a command a loaded plugin handles is refused, here as in `baton check`.
+pub(crate) fn load_workflows(
+    dir: &std::path::Path,
+    runtime: Option<&Runtime>,
+    distributed: bool,
+) -> anyhow::Result<(workflow::Catalog, Vec<workflow::DefinitionError>)> {
+    let known = runtime.map(|r| r.command_names());
+    let strict = if distributed { None } else { known.as_deref() };
+    let (mut catalog, mut errors) = workflow::load_dir(dir, strict)
+        .with_context(|| format!("cannot read the workflow directory {}", dir.display()))?;
+    if let Some(runtime) = runtime {
+        errors.extend(workflow::fit::check(&mut catalog, &runtime.schemas()));
+    }
+    if let Some(known) = &known {
         catalog.workflows.retain(|_, wf| match workflow::external::check_conflicts(wf, known) {
             Ok(()) => true,
-            Err(errors) => {
-                for e in errors.0 {
-                    eprintln!("warning: workflow not loaded: {e}");
-                }
+            Err(e) => {
+                errors.extend(e.0);
                 false
             }
         });
     }
+    Ok((catalog, errors))
+}
+
+/// Embedded, no outside worker can reach the in-process bus: a workflow that sends external
+/// commands loads, so that a start is refused with a message that says what to do (logged
+/// here, at `info`).
+fn note_external(catalog: &workflow::Catalog, distributed: bool) {
     if !distributed {
         for wf in catalog.workflows.values() {
             let external = wf.external_commands();
@@ -303,7 +320,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     host: Host,
 ) -> anyhow::Result<()> {
-    let Host { parts, role, mode, token, insecure } = host;
+    let Host { parts, role, mode, token, insecure, reload } = host;
     let addr = listener.local_addr()?;
     check_listen(addr, token.is_some(), insecure)?;
     if token.is_none() && !is_loopback(addr) {
@@ -313,7 +330,14 @@ pub async fn run(
     }
     let backends =
         crate::api::Backends { store: parts.store.clone(), bus: parts.bus.clone(), runtime: parts.runtime.clone() };
+    let runtime = parts.runtime.clone();
     let node = Node::start(parts, role);
+    let (stop_watch, watch_stopped) = tokio::sync::watch::channel(false);
+    let watcher = reload.map(|(plugins, workflows, distributed)| {
+        let orchestrator = role.orchestrates().then(|| node.orchestrator.clone());
+        let w = crate::reload::Watch { plugins, workflows, runtime, orchestrator, distributed };
+        tokio::spawn(crate::reload::run(w, watch_stopped))
+    });
     // A worker-only host serves its probes alone: it holds no saga to show.
     let router = if role.orchestrates() {
         crate::api::router(node.orchestrator.clone(), backends, token.clone())
@@ -332,6 +356,10 @@ pub async fn run(
     });
     shutdown.await;
     eprintln!("baton: stopping");
+    let _ = stop_watch.send(true);
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     let _ = stopped_tx.send(());
     api.await??;
     node.shutdown().await?;

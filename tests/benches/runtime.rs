@@ -26,9 +26,8 @@ use serde_json::json;
 fn invoke_echo(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let runtime = rt.block_on(async {
-        let mut r =
-            Runtime::new(RuntimeConfig { cache_dir: Some(baton_tests::cache_dir()), ..RuntimeConfig::default() })
-                .unwrap();
+        let r = Runtime::new(RuntimeConfig { cache_dir: Some(baton_tests::cache_dir()), ..RuntimeConfig::default() })
+            .unwrap();
         r.load_file(&Path::new(baton_tests::PLUGINS_DIR).join("testkit.wasm")).await.unwrap();
         r
     });

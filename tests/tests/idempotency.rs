@@ -16,7 +16,7 @@ use baton_tests::PrefixGuard;
 use serde_json::{Value, json};
 
 async fn runtime() -> Runtime {
-    let mut rt =
+    let rt =
         Runtime::new(RuntimeConfig { cache_dir: Some(baton_tests::cache_dir()), ..RuntimeConfig::default() }).unwrap();
     rt.load_file(&Path::new(baton_tests::PLUGINS_DIR).join("testkit.wasm")).await.unwrap();
     rt

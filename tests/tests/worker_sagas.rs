@@ -156,7 +156,7 @@ fn config() -> RuntimeConfig {
 }
 
 async fn runtime_with(config: RuntimeConfig, plugins: &[&str]) -> Runtime {
-    let mut rt = Runtime::new(config).unwrap();
+    let rt = Runtime::new(config).unwrap();
     for p in plugins {
         rt.load_file(&Path::new(baton_tests::PLUGINS_DIR).join(format!("{p}.wasm"))).await.unwrap();
     }
@@ -216,7 +216,8 @@ async fn sagas(rt: &Runtime, key: &str, calls: Value) -> Vec<Value> {
 async fn a_plugin_built_against_0_1_0_still_loads_and_handles_commands() {
     let fake = Fake::new(&[]);
     let rt = runtime(&fake, &["legacy", "testkit"]).await;
-    let contracts: Vec<(&str, Contract)> = rt.plugins().iter().map(|p| (p.name.as_str(), p.contract)).collect();
+    let plugins = rt.plugins();
+    let contracts: Vec<(&str, Contract)> = plugins.iter().map(|p| (p.name.as_str(), p.contract)).collect();
     assert_eq!(contracts, [("legacy", Contract::V0_1), ("testkit", Contract::V0_2)]);
     assert_eq!(rt.command_names().iter().filter(|c| c.starts_with("legacy.")).count(), 2);
 

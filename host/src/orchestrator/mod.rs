@@ -204,7 +204,13 @@ pub struct Orchestrator {
 }
 
 struct Inner {
-    workflows: Catalog,
+    /// The workflows new sagas may start, as loaded last (a reload swaps it whole).
+    workflows: std::sync::RwLock<Arc<Catalog>>,
+    /// Every workflow name this host has loaded since it started: a saga of one a reload
+    /// removed still runs here, on the definition it started with.
+    ever: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// Bumped at each reload of `workflows`, for the tasks that serve them.
+    reloads: watch::Sender<u64>,
     /// Definitions by content hash: those of `workflows`, and those older sagas started with,
     /// read from the store when first needed. A saga runs on the one its record names. A std
     /// `RwLock`: lookups on every decision, an insert once per definition.
@@ -273,9 +279,12 @@ impl Orchestrator {
         // RandomState is seeded from the OS: a cheap random number without a dependency.
         let salt = RandomState::new().hash_one(std::process::id());
         let definitions = workflows.workflows.values().map(|wf| (wf.hash.clone(), wf.clone())).collect();
+        let ever = workflows.workflows.keys().cloned().collect();
         Orchestrator {
             inner: Arc::new(Inner {
-                workflows,
+                workflows: std::sync::RwLock::new(Arc::new(workflows)),
+                ever: std::sync::RwLock::new(ever),
+                reloads: watch::channel(0).0,
                 definitions: std::sync::RwLock::new(definitions),
                 stored: std::sync::Mutex::new(std::collections::HashSet::new()),
                 store,
@@ -292,8 +301,35 @@ impl Orchestrator {
         }
     }
 
-    pub fn workflows(&self) -> &Catalog {
-        &self.inner.workflows
+    /// The workflows new sagas may start now.
+    pub fn workflows(&self) -> Arc<Catalog> {
+        self.inner.workflows.read().expect("workflows lock poisoned").clone()
+    }
+
+    /// Replace the workflows new sagas may start (a reload of the workflow directory).
+    /// Sagas already running keep the definition they started with, also those of a
+    /// workflow `catalog` no longer has.
+    pub fn set_workflows(&self, catalog: Catalog) {
+        {
+            let mut definitions = self.inner.definitions.write().expect("definitions lock poisoned");
+            for wf in catalog.workflows.values() {
+                definitions.entry(wf.hash.clone()).or_insert_with(|| wf.clone());
+            }
+        }
+        self.inner.ever.write().expect("workflows lock poisoned").extend(catalog.workflows.keys().cloned());
+        *self.inner.workflows.write().expect("workflows lock poisoned") = Arc::new(catalog);
+        self.inner.reloads.send_modify(|n| *n += 1);
+    }
+
+    /// Whether this host runs sagas of workflow `name`: it has it loaded, or had (a reload
+    /// removed it and its sagas carry on here).
+    fn runs(&self, name: &str) -> bool {
+        self.inner.ever.read().expect("workflows lock poisoned").contains(name)
+    }
+
+    /// Told each time [`Orchestrator::set_workflows`] runs.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.inner.reloads.subscribe()
     }
 
     /// Send the replies of sagas answering commands of the deployment under `prefix` on
@@ -328,9 +364,10 @@ impl Orchestrator {
         parent: Option<crate::model::Parent>,
     ) -> Result<Started, StartError> {
         let inner = &self.inner;
-        let wf = inner.workflows.get(workflow).ok_or_else(|| StartError::UnknownWorkflow {
+        let catalog = self.workflows();
+        let wf = catalog.get(workflow).ok_or_else(|| StartError::UnknownWorkflow {
             name: workflow.to_owned(),
-            known: inner.workflows.names().join(", "),
+            known: catalog.names().join(", "),
         })?;
         self.check_external(wf)?;
         if let Some(schema) = &wf.input_schema {
@@ -561,7 +598,14 @@ impl Orchestrator {
     /// has it in memory; the workflow loaded under its name for records that name none.
     /// `None` when this host does not run the workflow at all (another host does).
     fn definition_of(&self, saga: &Saga) -> Option<Arc<crate::workflow::Workflow>> {
-        let current = self.inner.workflows.get(&saga.workflow)?;
+        let catalog = self.workflows();
+        let Some(current) = catalog.get(&saga.workflow) else {
+            // Removed by a reload: the saga still runs here, on what it started with.
+            if !self.inner.ever.read().expect("workflows lock poisoned").contains(&saga.workflow) {
+                return None;
+            }
+            return self.inner.definitions.read().expect("definitions lock poisoned").get(&saga.workflow_hash).cloned();
+        };
         if saga.workflow_hash.is_empty() || saga.workflow_hash == current.hash {
             return Some(current.clone());
         }
@@ -957,7 +1001,7 @@ impl Orchestrator {
             let refs: Vec<&str> = page.iter().map(|(_, id)| id.as_str()).collect();
             let mut events = Vec::new();
             for saga in store.load_many(&refs).await?.into_iter().flatten() {
-                if self.inner.workflows.get(&saga.workflow).is_none() {
+                if !self.runs(&saga.workflow) {
                     skipped += 1;
                     continue;
                 }

@@ -149,18 +149,60 @@ fn reply_to(cmd: &CommandMessage, prefix: Option<&str>) -> ReplyTo {
     }
 }
 
-/// Answer the commands of `routes` arriving on `bus` (see the module documentation) until
-/// `shutdown`. `prefix`: the deployment the bus belongs to, when it is not this host's own
-/// (a `handles` workflow serving another deployment).
+/// Answer the commands the orchestrator's workflows route (see [`routes`]; with
+/// `sub_sagas`, the `saga:NAME` commands of `workflow` steps too) arriving on `bus` (see the
+/// module documentation) until `shutdown`. `prefix`: the deployment the bus belongs to, when
+/// it is not this host's own (a `handles` workflow serving another deployment). After a
+/// reload of the workflows that changes the routes, it subscribes again to the new ones.
 pub async fn serve(
     o: Orchestrator,
     bus: Arc<dyn EventBus>,
     prefix: Option<String>,
-    routes: BTreeMap<String, String>,
+    sub_sagas: bool,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let mut reloads = o.reloads();
+    loop {
+        let routes = routes(&o.workflows(), sub_sagas);
+        match serve_routes(&o, &*bus, prefix.as_deref(), (&routes, sub_sagas), &mut shutdown, &mut reloads).await? {
+            Served::Stopped => return Ok(()),
+            Served::Reloaded => {
+                let now = self::routes(&o.workflows(), sub_sagas);
+                if now != routes {
+                    tracing::info!(commands = ?now.keys().collect::<Vec<_>>(), "the workflows were reloaded: answering their commands");
+                }
+            }
+        }
+    }
+}
+
+/// Why [`serve_routes`] returned.
+enum Served {
+    Stopped,
+    /// The workflows were reloaded and the routes changed.
+    Reloaded,
+}
+
+async fn serve_routes(
+    o: &Orchestrator,
+    bus: &dyn EventBus,
+    prefix: Option<&str>,
+    (routes, sub_sagas): (&BTreeMap<String, String>, bool),
+    shutdown: &mut watch::Receiver<bool>,
+    reloads: &mut watch::Receiver<u64>,
+) -> anyhow::Result<Served> {
+    // Whether a reload changed what this loop must answer.
+    let changed = |o: &Orchestrator| self::routes(&o.workflows(), sub_sagas) != *routes;
     if routes.is_empty() {
-        return Ok(());
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(Served::Stopped),
+                r = reloads.changed() => {
+                    if r.is_err() { return Ok(Served::Stopped) }
+                    if changed(o) { return Ok(Served::Reloaded) }
+                }
+            }
+        }
     }
     let names: Vec<String> = routes.keys().cloned().collect();
     let mut consumer = loop {
@@ -168,23 +210,28 @@ pub async fn serve(
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!("cannot subscribe to the commands sagas answer: {e}; retrying in 1s");
-                if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
-                    return Ok(());
+                if crate::wait_or_stop(shutdown, Duration::from_secs(1)).await {
+                    return Ok(Served::Stopped);
                 }
             }
         }
     };
     loop {
         let batch = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => return Ok(Served::Stopped),
+            r = reloads.changed() => {
+                if r.is_err() { return Ok(Served::Stopped) }
+                if changed(o) { return Ok(Served::Reloaded) }
+                continue;
+            }
             b = consumer.recv(64) => b,
         };
         let batch = match batch {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!("cannot read the commands sagas answer: {e}; retrying in 1s");
-                if crate::wait_or_stop(&mut shutdown, Duration::from_secs(1)).await {
-                    return Ok(());
+                if crate::wait_or_stop(shutdown, Duration::from_secs(1)).await {
+                    return Ok(Served::Stopped);
                 }
                 continue;
             }
@@ -193,7 +240,7 @@ pub async fn serve(
         for delivery in batch {
             let cmd = delivery.message;
             let Some(workflow) = routes.get(&cmd.name) else { continue };
-            match o.answer(&cmd, workflow, prefix.as_deref(), &*bus).await {
+            match o.answer(&cmd, workflow, prefix, bus).await {
                 Ok(()) => done.push(delivery.token),
                 // Left unacknowledged: it comes back.
                 Err(e) => tracing::warn!(

@@ -375,6 +375,48 @@ impl Drop for EpochTicker {
     }
 }
 
+/// A set of loaded plugins.
+#[derive(Default)]
+struct Loaded {
+    plugins: Vec<Arc<Plugin>>,
+    /// Command name -> index into `plugins`.
+    commands: BTreeMap<String, usize>,
+}
+
+impl Loaded {
+    /// This set with `plugin` in it, in place of the one of the same name if there is one;
+    /// or why not (another plugin handles one of its commands).
+    fn with(&self, plugin: Plugin) -> Result<Loaded, String> {
+        for c in &plugin.commands {
+            if let Some(&other) = self.commands.get(&c.name)
+                && self.plugins[other].name != plugin.name
+            {
+                return Err(format!(
+                    "command {:?} is already handled by {}: remove one of the two plugins or rename the command",
+                    c.name,
+                    self.plugins[other].path.display()
+                ));
+            }
+        }
+        let mut plugins: Vec<Arc<Plugin>> = self.plugins.clone();
+        match plugins.iter().position(|p| p.name == plugin.name) {
+            Some(i) => plugins[i] = Arc::new(plugin),
+            None => plugins.push(Arc::new(plugin)),
+        }
+        Ok(Loaded::of(plugins))
+    }
+
+    fn of(plugins: Vec<Arc<Plugin>>) -> Loaded {
+        let mut commands = BTreeMap::new();
+        for (i, p) in plugins.iter().enumerate() {
+            for c in &p.commands {
+                commands.insert(c.name.clone(), i);
+            }
+        }
+        Loaded { plugins, commands }
+    }
+}
+
 /// The engine and the loaded plugins.
 pub struct Runtime {
     engine: Engine,
@@ -384,9 +426,11 @@ pub struct Runtime {
     linker_v2: Linker<HostState>,
     /// The orchestrator the `orchestrator` import calls, once the host sets one.
     saga_host: OnceLock<Arc<dyn SagaHost>>,
-    plugins: Vec<Plugin>,
-    /// Command name -> index into `plugins`.
-    commands: BTreeMap<String, usize>,
+    /// The plugins loaded now. A reload swaps the whole set; a command keeps the set (and so
+    /// the version of its plugin) it started with. A std `RwLock`: read once per command.
+    loaded: std::sync::RwLock<Arc<Loaded>>,
+    /// Bumped at each change of `loaded`, for the worker pools.
+    changes: tokio::sync::watch::Sender<u64>,
     config: RuntimeConfig,
     /// The memory budget, in MiB: a running command holds its `memory_limit`'s worth.
     budget: Arc<tokio::sync::Semaphore>,
@@ -438,8 +482,8 @@ impl Runtime {
             linker_v1,
             linker_v2,
             saga_host: OnceLock::new(),
-            plugins: Vec::new(),
-            commands: BTreeMap::new(),
+            loaded: std::sync::RwLock::new(Arc::new(Loaded::default())),
+            changes: tokio::sync::watch::channel(0).0,
             config,
             budget,
             _ticker: ticker,
@@ -460,7 +504,7 @@ impl Runtime {
 
     /// Load every `*.wasm` in `dir` (sorted by name). Plugins that fail to load are returned as
     /// errors; the others are loaded. Fails only when the directory cannot be read.
-    pub async fn load_dir(&mut self, dir: &Path) -> anyhow::Result<Vec<PluginError>> {
+    pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<Vec<PluginError>> {
         let entries = std::fs::read_dir(dir).with_context(|| {
             format!(
                 "cannot read the plugin directory {}: build the example plugins with `cd plugins && cargo build --release`, or point --plugins (BATON_PLUGINS) at a directory of .wasm files",
@@ -481,8 +525,10 @@ impl Runtime {
         Ok(errors)
     }
 
-    /// Load one plugin file. The error is a sentence that says what to do.
-    pub async fn load_file(&mut self, path: &Path) -> Result<(), String> {
+    /// Load one plugin file, in place of the loaded plugin of the same name if there is one
+    /// (a reload: commands already running finish on the old one). The error is a sentence
+    /// that says what to do; the plugins loaded before are then unchanged.
+    pub async fn load_file(&self, path: &Path) -> Result<(), String> {
         let host = manifest::HostLimits { memory: self.config.memory_limit, cpu: self.config.max_deadline };
         let manifest = manifest::Manifest::for_plugin(path, host, &|var| std::env::var(var).ok())?;
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
@@ -530,23 +576,15 @@ impl Runtime {
             }
         };
 
-        let mut commands = Vec::with_capacity(specs.len());
+        let mut commands: Vec<CommandSpec> = Vec::with_capacity(specs.len());
         for spec in specs {
-            if let Some(&other) = self.commands.get(&spec.name) {
-                return Err(format!(
-                    "command {:?} is already handled by {}: remove one of the two plugins or rename the command",
-                    spec.name,
-                    self.plugins[other].path.display()
-                ));
+            if commands.iter().any(|c| c.name == spec.name) {
+                return Err(format!("describe() returned command {:?} twice", spec.name));
             }
             if spec.name.is_empty() {
                 return Err("describe() returned a command with an empty name".to_owned());
             }
             commands.push(CommandSpec::described(&name, spec)?);
-        }
-        let index = self.plugins.len();
-        for c in &commands {
-            self.commands.insert(c.name.clone(), index);
         }
         tracing::info!(
             plugin = %name,
@@ -559,30 +597,50 @@ impl Runtime {
         let loaded_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.plugins.push(Plugin {
-            name,
-            path: path.to_owned(),
-            commands,
-            cached,
-            contract,
-            manifest,
-            hash,
-            loaded_at,
-            pre,
-        });
+        let plugin = Plugin { name, path: path.to_owned(), commands, cached, contract, manifest, hash, loaded_at, pre };
+        {
+            let mut loaded = self.loaded.write().expect("plugins lock poisoned");
+            *loaded = Arc::new(loaded.with(plugin)?);
+        }
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
 
+    /// Unload plugin `name` (its file was removed): new commands of it are refused as
+    /// unknown; those running finish. Whether it was loaded.
+    pub fn unload(&self, name: &str) -> bool {
+        {
+            let mut loaded = self.loaded.write().expect("plugins lock poisoned");
+            if !loaded.plugins.iter().any(|p| p.name == name) {
+                return false;
+            }
+            let rest = loaded.plugins.iter().filter(|p| p.name != name).cloned().collect();
+            *loaded = Arc::new(Loaded::of(rest));
+        }
+        self.changes.send_modify(|n| *n += 1);
+        true
+    }
+
+    /// Told each time the set of plugins changes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        self.loaded.read().expect("plugins lock poisoned").clone()
+    }
+
     /// The loaded plugins, in load order.
-    pub fn plugins(&self) -> &[Plugin] {
-        &self.plugins
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        self.loaded().plugins.clone()
     }
 
     /// The loaded plugins as JSON, as `GET /v1/plugins` and `baton plugins --json` show
     /// them: name, file, content hash, load time, contract, commands with their schemas, and
     /// the manifest's config names (never values) and limits.
     pub fn plugins_json(&self) -> Vec<serde_json::Value> {
-        self.plugins
+        self.loaded()
+            .plugins
             .iter()
             .map(|p| {
                 let mut plugin = serde_json::json!({
@@ -607,7 +665,8 @@ impl Runtime {
 
     /// The JSON Schemas of every command some plugin handles, by name.
     pub fn schemas(&self) -> BTreeMap<String, crate::workflow::fit::Schemas> {
-        let specs = self.plugins.iter().flat_map(|p| &p.commands);
+        let loaded = self.loaded();
+        let specs = loaded.plugins.iter().flat_map(|p| &p.commands);
         specs
             .map(|c| {
                 let json = |s: &Option<Schema>| s.as_ref().map(|s| s.json().clone());
@@ -618,7 +677,7 @@ impl Runtime {
 
     /// Every command some plugin handles, sorted.
     pub fn command_names(&self) -> Vec<String> {
-        self.commands.keys().cloned().collect()
+        self.loaded().commands.keys().cloned().collect()
     }
 
     /// A fresh store for one instance: `cpu` is its CPU time (see [`CpuClock`]); `caller` the
@@ -657,8 +716,9 @@ impl Runtime {
     }
 
     /// The plugin that handles `command`.
-    pub fn plugin_of(&self, command: &str) -> Option<&str> {
-        self.commands.get(command).map(|&i| self.plugins[i].name.as_str())
+    pub fn plugin_of(&self, command: &str) -> Option<String> {
+        let loaded = self.loaded();
+        loaded.commands.get(command).map(|&i| loaded.plugins[i].name.clone())
     }
 
     /// Run one command in a fresh, sandboxed instance, started at `now` (ms since the epoch):
@@ -679,10 +739,13 @@ impl Runtime {
     /// [`Runtime::invoke`], with what went wrong on the host's side as a typed [`Fault`].
     /// `Ok` holds the plugin's own answer: its result, or the failure it returned.
     pub async fn try_invoke(&self, cmd: &CommandMessage, now: u64) -> Result<Outcome, Fault> {
-        let Some(&index) = self.commands.get(&cmd.name) else {
+        let loaded = self.loaded();
+        let Some(&index) = loaded.commands.get(&cmd.name) else {
             return Err(Fault::UnknownCommand { command: cmd.name.clone(), loaded: self.command_names().join(", ") });
         };
-        let plugin = &self.plugins[index];
+        // Held for the whole run: a reload meanwhile does not change what this command runs.
+        let plugin = loaded.plugins[index].clone();
+        drop(loaded);
         let spec = plugin.commands.iter().find(|c| c.name == cmd.name).expect("the index names the plugin's command");
         if let Some(schema) = &spec.input {
             let violations = schema.violations(&cmd.payload);

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use super::Runtime;
@@ -96,39 +97,91 @@ struct Reply {
 }
 
 /// Serve every command the runtime's plugins handle until `shutdown` turns true: one pool
-/// per plugin, each with its own consumer, slots and threads.
+/// per plugin, each with its own consumer, slots and threads. When the set of plugins changes
+/// (a reload), a pool starts for a plugin added and stops for one removed, and a plugin whose
+/// commands or slots changed gets a new pool; a plugin replaced by a new version of the same
+/// commands keeps its pool, whose next commands run the new version. A stopped pool finishes
+/// what it took first.
 pub async fn run(
     runtime: Arc<Runtime>,
     bus: Arc<dyn EventBus>,
     store: Arc<dyn SagaStore>,
     clock: Arc<dyn Clock>,
     config: WorkerConfig,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     if runtime.plugins().is_empty() {
-        tracing::warn!("no plugin loaded: this worker pool has nothing to do");
+        tracing::warn!("no plugin loaded: this worker pool has nothing to do (yet)");
     }
-    let mut pools = Vec::new();
-    for plugin in runtime.plugins() {
-        let commands: Vec<String> = plugin.commands.iter().map(|c| c.name.clone()).collect();
-        if commands.is_empty() {
-            continue;
+    let mut changes = runtime.changes();
+    let mut pools: HashMap<String, Running> = HashMap::new();
+    let mut stopping: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+    loop {
+        let wanted: HashMap<String, (Vec<String>, usize)> = runtime
+            .plugins()
+            .iter()
+            .filter(|p| !p.commands.is_empty())
+            .map(|p| (p.name.clone(), (p.commands.iter().map(|c| c.name.clone()).collect(), config.slots_of(p))))
+            .collect();
+        // Stop what is no longer wanted as it is, and what ended on its own.
+        for name in pools.keys().cloned().collect::<Vec<_>>() {
+            let running = &pools[&name];
+            if wanted.get(&name) != Some(&running.serves) || running.task.is_finished() {
+                let running = pools.remove(&name).expect("listed");
+                if !running.task.is_finished() {
+                    tracing::info!(plugin = %name, "the plugin changed: its pool stops after what it holds");
+                }
+                let _ = running.stop.send(true);
+                stopping.push(running.task);
+            }
         }
-        let pool = Pool {
-            plugin: plugin.name.clone(),
-            commands,
-            slots: config.slots_of(plugin),
-            runtime: runtime.clone(),
-            bus: bus.clone(),
-            store: store.clone(),
-            clock: clock.clone(),
-        };
-        pools.push(tokio::spawn(pool.run(shutdown.clone())));
+        for (name, serves) in wanted {
+            if pools.contains_key(&name) {
+                continue;
+            }
+            let (stop, stopped) = watch::channel(false);
+            let pool = Pool {
+                plugin: name.clone(),
+                commands: serves.0.clone(),
+                slots: serves.1,
+                runtime: runtime.clone(),
+                bus: bus.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+            };
+            pools.insert(name, Running { serves, stop, task: tokio::spawn(pool.run(stopped)) });
+        }
+        for task in std::mem::take(&mut stopping) {
+            if task.is_finished() {
+                if let Err(e) = task.await? {
+                    tracing::error!("a worker pool stopped: {e:#}");
+                }
+            } else {
+                stopping.push(task);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            r = changes.changed() => if r.is_err() { break },
+            // A pool that ends on its own (it could not start its threads) is started again.
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
     }
-    for pool in pools {
-        pool.await??;
+    for running in pools.into_values() {
+        let _ = running.stop.send(true);
+        stopping.push(running.task);
+    }
+    for task in stopping {
+        task.await??;
     }
     Ok(())
+}
+
+/// A pool that runs: what it serves (its commands and slots), how to stop it, its task.
+struct Running {
+    serves: (Vec<String>, usize),
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
 }
 
 /// The threads one plugin's commands run on: apart from the API's and the orchestrator's, as
@@ -411,7 +464,7 @@ pub async fn handle(runtime: &Runtime, store: &dyn SagaStore, clock: &dyn Clock,
             }
         }
     };
-    let plugin = runtime.plugin_of(&cmd.name).unwrap_or("?").to_owned();
+    let plugin = runtime.plugin_of(&cmd.name).unwrap_or_else(|| "?".to_owned());
     let now = clock.now_ms();
     let (outcome, record) = match before_run(&cmd, recorded, now, &plugin) {
         Some(answer) => answer,
