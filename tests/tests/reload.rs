@@ -1,6 +1,6 @@
 //! Hot reload on a running host: a plugin replaced under sagas in flight (none fails, the
 //! new version serves the next commands), a broken file that leaves the loaded version
-//! serving, a plugin removed, and workflows added, changed and broken.
+//! serving, a manifest added, a plugin removed, and workflows added, changed and broken.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -106,6 +106,14 @@ async fn plugins_and_workflows_reload_under_running_sagas() {
     assert_eq!(host.start_saga("slow", "broken-file", &json!({"ms": 10, "n": 9})).await.unwrap().0, 201);
     let saga = host.wait_all(&["broken-file".to_owned()], Duration::from_secs(30)).await.remove(0);
     assert_eq!(saga["status"], "completed", "{saga:#}");
+
+    // A manifest added beside a plugin reloads it with what the manifest grants.
+    replace(&testkit, &rebuilt(&original, "v3"));
+    std::fs::write(plugins.path().join("testkit.toml"), "[config]\ngreeting = \"hi\"\n").unwrap();
+    until("testkit has its manifest", || async {
+        plugin(&host, "testkit").await.is_some_and(|p| p["manifest"]["config"] == json!(["greeting"]))
+    })
+    .await;
 
     // A plugin removed is unloaded; one added back is loaded.
     let notification = plugins.path().join("notification.wasm");
