@@ -82,6 +82,7 @@
 //! by default) `typed` derives both from the handler's types with [`schemars`].
 //! - [`saga`]: start, run, signal and read sagas from a handler.
 //! - [`config`]: a config value the plugin's manifest grants (an API key, a region).
+//! - [`http`]: outbound HTTP to the hosts the plugin's manifest allows.
 //!
 //! # Contract
 //!
@@ -93,6 +94,8 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+pub mod http;
 
 #[doc(hidden)]
 pub mod __bindings {

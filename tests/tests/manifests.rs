@@ -162,3 +162,77 @@ async fn the_api_lists_the_loaded_plugins_with_their_hashes() {
     assert!(list.iter().any(|p| p["name"] == "payment" && p.get("manifest").is_none()), "{list:?}");
     host.stop().await;
 }
+
+/// A one-connection-at-a-time HTTP server on loopback that answers every request with
+/// `body`; returns its port. It lives as long as the test process.
+fn http_server(body: &'static str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Up to the end of the headers (the tests send no body).
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let answer =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn outbound_http_reaches_the_allowed_origins_only() {
+    let port = http_server("hello from loopback");
+    let big = http_server(Box::leak("x".repeat(4096).into_boxed_str()));
+    let plugins = plugin_dir_copy();
+    std::fs::write(
+        plugins.path().join("testkit.toml"),
+        format!("[http]\nallow = [\"http://127.0.0.1:{port}\", \"http://127.0.0.1:{big}\"]\ntimeout = \"5s\"\nmax_response_kb = 1\n"),
+    )
+    .unwrap();
+    let fetch = |name: &str, url: String| {
+        format!(
+            "[[step]]\nname = \"{name}\"\ncommand = \"testkit.fetch\"\ninput = \"{{ 'url': '{url}' }}\"\nretry = {{ attempts = 1 }}\ncatch = [{{ next = \"end\" }}]\n"
+        )
+    };
+    let allowed =
+        workflow_dir(&format!("name = \"w\"\n{}", fetch("allowed", format!("http://127.0.0.1:{port}/score"))));
+    let ran = run(baton_in(plugins.path(), allowed.path()).args(["run", "w", "--json", "--input", "{}"]));
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(step(&ran.json(), "allowed")["output"], json!({"status": 200, "body": "hello from loopback"}));
+
+    // Another port of the same host, another host, and https to an allowed host:port are
+    // all outside the list.
+    for url in [
+        format!("http://127.0.0.1:{}/score", port.wrapping_add(1).max(1)),
+        format!("http://localhost:{port}/score"),
+        format!("https://127.0.0.1:{port}/score"),
+    ] {
+        let dir = workflow_dir(&format!("name = \"w\"\n{}", fetch("denied", url.clone())));
+        let ran = run(baton_in(plugins.path(), dir.path()).args(["run", "w", "--json", "--input", "{}"]));
+        let saga = ran.json();
+        let error = &step(&saga, "denied")["error"];
+        assert_eq!(error["code"], "http_denied", "{url}: {saga:#}");
+        assert!(error["message"].as_str().unwrap().contains("[http] allow"), "{url}: {saga:#}");
+    }
+
+    // A response over max_response_kb.
+    let dir = workflow_dir(&format!("name = \"w\"\n{}", fetch("big", format!("http://127.0.0.1:{big}/"))));
+    let ran = run(baton_in(plugins.path(), dir.path()).args(["run", "w", "--json", "--input", "{}"]));
+    let saga = ran.json();
+    assert_eq!(step(&saga, "big")["error"]["code"], "http_response_too_large", "{saga:#}");
+
+    // Without a manifest, nothing is reachable.
+    let bare = plugin_dir_copy();
+    let ran = run(baton_in(bare.path(), allowed.path()).args(["run", "w", "--json", "--input", "{}"]));
+    assert_eq!(step(&ran.json(), "allowed")["error"]["code"], "http_denied", "{ran}");
+}

@@ -8,6 +8,11 @@
 //! api_key = { env = "BATON_VAR_PAYMENT_KEY" }   # from the host's environment (BATON_VAR_* only)
 //! cert = { file = "payment.cert.pem" }          # from a file, relative to the manifest
 //!
+//! [http]                                        # outbound HTTP, to these origins only
+//! allow = ["https://api.example.com", "http://127.0.0.1:8080"]
+//! timeout = "10s"                               # per request (default 10s)
+//! max_response_kb = 1024                        # largest response body (default 1024)
+//!
 //! [limits]                                      # each at most the host's own
 //! memory_mb = 32                                # linear memory of one command
 //! cpu = "2s"                                    # CPU time of one command
@@ -32,6 +37,8 @@ pub struct Manifest {
     /// Config values by name, sorted. Never logged.
     config: Vec<(String, String)>,
     pub limits: Limits,
+    /// Outbound HTTP; `None`: none.
+    pub http: Option<std::sync::Arc<super::outbound::Grant>>,
 }
 
 /// Limits of one plugin, each lower than (or as) the host's; `None`: the host's.
@@ -68,6 +75,7 @@ impl std::fmt::Debug for Manifest {
             .field("path", &self.path)
             .field("config", &self.config_names())
             .field("limits", &self.limits)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -126,7 +134,8 @@ impl Manifest {
             match key.as_str() {
                 "config" => manifest.config = config(path, value, env)?,
                 "limits" => manifest.limits = limits(value, host)?,
-                other => return Err(unknown(other, &["config", "limits"], "a manifest")),
+                "http" => manifest.http = Some(std::sync::Arc::new(http(value)?)),
+                other => return Err(unknown(other, &["config", "http", "limits"], "a manifest")),
             }
         }
         Ok(manifest)
@@ -140,7 +149,7 @@ fn unknown(key: &str, known: &[&str], place: &str) -> String {
         None => String::new(),
     };
     format!(
-        "unknown key {key:?} in {place}: {hint}a manifest grants only [config] values and sets [limits] ({}); nothing else can be granted",
+        "unknown key {key:?} in {place}: {hint}a manifest grants only [config] values and [http] origins, and sets [limits] ({}); nothing else can be granted",
         known.join(", ")
     )
 }
@@ -212,6 +221,56 @@ fn source(path: &Path, name: &str, t: &toml::Table, env: &dyn Fn(&str) -> Option
     }
 }
 
+/// Default per-request timeout of outbound HTTP.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest per-request timeout a manifest may set.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default and largest response body of outbound HTTP, in KiB.
+const HTTP_RESPONSE_KB: i64 = 1024;
+const MAX_HTTP_RESPONSE_KB: i64 = 64 << 10;
+
+fn http(value: &toml::Value) -> Result<super::outbound::Grant, String> {
+    let table = value.as_table().ok_or("[http] must be a table")?;
+    let mut grant = super::outbound::Grant {
+        allow: Vec::new(),
+        timeout: HTTP_TIMEOUT,
+        max_response: (HTTP_RESPONSE_KB as u64) << 10,
+    };
+    for (key, value) in table {
+        match key.as_str() {
+            "allow" => {
+                let list = value
+                    .as_array()
+                    .ok_or("http.allow must be a list of origins, e.g. [\"https://api.example.com\"]")?;
+                for v in list {
+                    let text =
+                        v.as_str().ok_or("http.allow: an origin is a string, e.g. \"https://api.example.com\"")?;
+                    grant.allow.push(super::outbound::Origin::parse(text).map_err(|e| format!("http.allow: {e}"))?);
+                }
+            }
+            "timeout" => {
+                let text = value.as_str().ok_or("http.timeout must be a duration such as \"10s\"")?;
+                let d = crate::workflow::duration::parse(text).map_err(|e| format!("http.timeout: {e}"))?;
+                if d.is_zero() || d > MAX_HTTP_TIMEOUT {
+                    return Err(format!(
+                        "http.timeout must be longer than zero and at most {}",
+                        crate::workflow::duration::format(MAX_HTTP_TIMEOUT)
+                    ));
+                }
+                grant.timeout = d;
+            }
+            "max_response_kb" => match value.as_integer() {
+                Some(kb) if (1..=MAX_HTTP_RESPONSE_KB).contains(&kb) => grant.max_response = (kb as u64) << 10,
+                _ => {
+                    return Err(format!("http.max_response_kb must be a whole number from 1 to {MAX_HTTP_RESPONSE_KB}"));
+                }
+            },
+            other => return Err(unknown(other, &["allow", "timeout", "max_response_kb"], "[http]")),
+        }
+    }
+    Ok(grant)
+}
+
 fn limits(value: &toml::Value, host: HostLimits) -> Result<Limits, String> {
     let table = value.as_table().ok_or("[limits] must be a table")?;
     let mut limits = Limits::default();
@@ -269,6 +328,23 @@ mod tests {
             Limits { memory: Some(16 << 20), cpu: Some(Duration::from_secs(2)), concurrency: Some(3) }
         );
         assert!(!format!("{m:?}").contains("s3cret"), "Debug shows names only: {m:?}");
+    }
+
+    #[test]
+    fn http_grants_origins_with_a_timeout_and_a_size_cap() {
+        let m = parse("[http]\nallow = [\"https://api.example.com\", \"http://127.0.0.1:8080\"]\ntimeout = \"2s\"\nmax_response_kb = 8\n").unwrap();
+        let g = m.http.unwrap();
+        assert_eq!(g.allow.len(), 2);
+        assert_eq!((g.timeout, g.max_response), (Duration::from_secs(2), 8 << 10));
+        for (text, says) in [
+            ("[http]\nallow = [\"api.example.com\"]\n", "not an origin"),
+            ("[http]\nallow = \"https://x\"\n", "a list of origins"),
+            ("[http]\ntimeout = \"1h\"\n", "at most 5m"),
+            ("[http]\nallowed = []\n", "did you mean \"allow\""),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
     }
 
     #[test]

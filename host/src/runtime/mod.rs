@@ -24,6 +24,7 @@
 mod bindings;
 pub mod cache;
 pub mod manifest;
+pub mod outbound;
 pub mod sagas;
 pub mod worker;
 
@@ -287,6 +288,9 @@ impl std::fmt::Display for PluginError {
 struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// `wasi:http`: its context, and the hooks that hold the plugin's grant.
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_hooks: outbound::Hooks,
     limiter: MemoryLimiter,
     /// What the plugin wrote to stdout and stderr (shared with the WASI context).
     output: MemoryOutputPipe,
@@ -318,6 +322,12 @@ impl CpuClock {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
     }
 }
 
@@ -470,6 +480,10 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker_v1)
             .map_err(anyhow::Error::from)
             .context("cannot link WASI")?;
+        // Linked for every plugin; what a request may reach is its manifest's ([`outbound`]).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_v1)
+            .map_err(anyhow::Error::from)
+            .context("cannot link wasi:http")?;
         // The one thing 0.2.0 adds: nothing else becomes grantable.
         let mut linker_v2 = linker_v1.clone();
         v2::baton::saga::orchestrator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker_v2, |s| s)
@@ -565,7 +579,7 @@ impl Runtime {
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
 
         let limit = Duration::from_secs(10);
-        let mut store = self.store(limit, None, &manifest);
+        let mut store = self.store(limit, None, &name, &manifest);
         let specs = match tokio::time::timeout(limit, pre.describe(&mut store)).await {
             Ok(specs) => {
                 specs.map_err(|e| format!("describe() failed: {}", self.fault(&name, "describe", e, &store, limit)))?
@@ -683,7 +697,13 @@ impl Runtime {
     /// A fresh store for one instance: `cpu` is its CPU time (see [`CpuClock`]); `caller` the
     /// command it runs, whose calls to the orchestrator act on its behalf (`None` while
     /// `describe` runs, outside any command).
-    fn store(&self, cpu: Duration, caller: Option<Meta>, manifest: &manifest::Manifest) -> Store<HostState> {
+    fn store(
+        &self,
+        cpu: Duration,
+        caller: Option<Meta>,
+        plugin: &str,
+        manifest: &manifest::Manifest,
+    ) -> Store<HostState> {
         // Nothing is granted but the manifest's config, as environment variables: no
         // preopened directories, no arguments, no sockets. Output goes to a bounded
         // in-memory pipe.
@@ -699,6 +719,8 @@ impl Runtime {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks: outbound::Hooks { plugin: plugin.to_owned(), grant: manifest.http.clone() },
             limiter: MemoryLimiter { max: memory, total: 0, hit: false },
             output,
             cpu: CpuClock::new(cpu),
@@ -814,7 +836,7 @@ impl Runtime {
                 traceparent: cmd.meta.traceparent.clone(),
             },
         };
-        let mut store = self.store(cpu, Some(cmd.meta.clone()), &plugin.manifest);
+        let mut store = self.store(cpu, Some(cmd.meta.clone()), &plugin.name, &plugin.manifest);
         let Ok(result) = tokio::time::timeout(deadline, plugin.pre.handle(&mut store, &wit_cmd)).await else {
             // Dropping the call unwinds the instance's fiber; the store goes with it.
             if let Some(call) = store.data().sagas.waiting() {

@@ -192,7 +192,9 @@ fn wasm_threads(plugin: &str, slots: usize) -> anyhow::Result<tokio::runtime::Ru
         .worker_threads(slots.min(cores).max(1))
         .thread_name(format!("wasm-{plugin}"))
         .on_thread_start(lower_priority)
+        // Time for deadlines; I/O for the outbound HTTP a manifest may grant.
         .enable_time()
+        .enable_io()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the threads of plugin {plugin}: {e}"))
 }

@@ -16,6 +16,9 @@
 //! - `testkit.config` reads the config value `{"name"}` its manifest grants and answers
 //!   `{"set", "len", "sum"}` (its length and the sum of its bytes), never the value itself.
 //!
+//! - `testkit.fetch` sends `{"url", "method"?, "body"?}` over HTTP (the manifest must allow
+//!   it) and answers `{"status", "body"}`, the body as text.
+//!
 //! Commands with schemas, for the host's checks of them:
 //! - `testkit.amount` returns its payload; its input schema wants `amount` over 0
 //!   (`exclusiveMinimum`), written by hand over several lines.
@@ -202,12 +205,31 @@ fn config(c: ConfigName, _: &Context) -> Result<Value, Failure> {
     })
 }
 
+#[derive(Deserialize)]
+struct Fetch {
+    url: String,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+fn fetch(f: Fetch, _: &Context) -> Result<Value, Failure> {
+    let mut request = baton_guest::http::Request::new(f.method.as_deref().unwrap_or("GET"), &f.url);
+    if let Some(body) = f.body {
+        request = request.body(body);
+    }
+    let r = request.send()?;
+    Ok(json!({ "status": r.status, "body": r.text() }))
+}
+
 fn register(r: &mut Registry) {
     r.command_with_schema("testkit.echo", echo, Some(r#"{"type":"object"}"#), Some(r#"{"type":"object"}"#));
     r.command_with_schema("testkit.amount", echo, Some(AMOUNT_SCHEMA), None);
     r.command_with_schema("testkit.reply", reply, Some(r#"{"type":"object","required":["reply"]}"#), Some(REPLY_OUTPUT));
     r.typed("testkit.undo", undo);
     r.command("testkit.config", config);
+    r.command("testkit.fetch", fetch);
     r.command("testkit.fail", fail);
     r.command("testkit.loop", spin);
     r.command("testkit.panic", panic);
