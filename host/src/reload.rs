@@ -99,7 +99,7 @@ async fn reload_plugins(w: &Watch, before: &Fingerprints, now: &Fingerprints) {
     let (before, now) = (plugin_files(before), plugin_files(now));
     for name in before.keys().filter(|n| !now.contains_key(*n)) {
         if runtime.unload(name) {
-            tracing::info!(plugin = %name, "plugin unloaded: its file is gone; its commands are refused from now on");
+            tracing::info!(plugin = %name, "plugin unloaded: its file is gone; its commands wait on the bus for a host that has it");
         }
     }
     for (name, (path, print)) in &now {

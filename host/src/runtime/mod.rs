@@ -620,8 +620,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// Unload plugin `name` (its file was removed): new commands of it are refused as
-    /// unknown; those running finish. Whether it was loaded.
+    /// Unload plugin `name` (its file was removed): its worker pool stops, so its commands
+    /// wait on the bus for a host that has it; those running finish. Whether it was loaded.
     pub fn unload(&self, name: &str) -> bool {
         {
             let mut loaded = self.loaded.write().expect("plugins lock poisoned");
