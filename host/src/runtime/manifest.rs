@@ -262,7 +262,9 @@ fn http(value: &toml::Value) -> Result<super::outbound::Grant, String> {
             "max_response_kb" => match value.as_integer() {
                 Some(kb) if (1..=MAX_HTTP_RESPONSE_KB).contains(&kb) => grant.max_response = (kb as u64) << 10,
                 _ => {
-                    return Err(format!("http.max_response_kb must be a whole number from 1 to {MAX_HTTP_RESPONSE_KB}"));
+                    return Err(format!(
+                        "http.max_response_kb must be a whole number from 1 to {MAX_HTTP_RESPONSE_KB}"
+                    ));
                 }
             },
             other => return Err(unknown(other, &["allow", "timeout", "max_response_kb"], "[http]")),
