@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use crate::model::digest;
 use crate::model::{HistoryEntry, Saga, SagaStatus};
@@ -193,6 +193,9 @@ const PURGE_BATCH: usize = 256;
 /// timers it must step over.
 const SWEEP_PAGES: usize = 16;
 
+/// How many committed sagas [`Orchestrator::changes`] holds for a slow listener.
+const CHANGES_BUFFER: usize = 1024;
+
 /// How often [`Orchestrator::wait`] re-reads the store: in a distributed deployment another
 /// host may finish the saga, and its announcement does not reach this process.
 const WAIT_POLL: Duration = Duration::from_millis(200);
@@ -211,6 +214,10 @@ struct Inner {
     ever: std::sync::RwLock<std::collections::HashSet<String>>,
     /// Bumped at each reload of `workflows`, for the tasks that serve them.
     reloads: watch::Sender<u64>,
+    /// Every saga this process commits, as committed, for live views (the web UI's event
+    /// stream). Sent only while someone listens; a listener that falls behind by more than
+    /// [`CHANGES_BUFFER`] is told it lagged and reads the store again.
+    changes: broadcast::Sender<Arc<Saga>>,
     /// Definitions by content hash: those of `workflows`, and those older sagas started with,
     /// read from the store when first needed. A saga runs on the one its record names. A std
     /// `RwLock`: lookups on every decision, an insert once per definition.
@@ -285,6 +292,7 @@ impl Orchestrator {
                 workflows: std::sync::RwLock::new(Arc::new(workflows)),
                 ever: std::sync::RwLock::new(ever),
                 reloads: watch::channel(0).0,
+                changes: broadcast::channel(CHANGES_BUFFER).0,
                 definitions: std::sync::RwLock::new(definitions),
                 stored: std::sync::Mutex::new(std::collections::HashSet::new()),
                 store,
@@ -325,6 +333,12 @@ impl Orchestrator {
     /// removed it and its sagas carry on here).
     fn runs(&self, name: &str) -> bool {
         self.inner.ever.read().expect("workflows lock poisoned").contains(name)
+    }
+
+    /// Every saga this process commits from now on, as committed (a saga another host of a
+    /// distributed deployment moves on is not seen here: read the store for those).
+    pub fn changes(&self) -> broadcast::Receiver<Arc<Saga>> {
+        self.inner.changes.subscribe()
     }
 
     /// Told each time [`Orchestrator::set_workflows`] runs.
@@ -712,6 +726,9 @@ impl Orchestrator {
                 tracing::debug!(transaction_id = %saga.id, correlation_id = %cmd.meta.correlation_id, command = %cmd.name, "dispatch");
             }
             inner.timers.set(&saga.id, change.timers);
+            if inner.changes.receiver_count() > 0 {
+                let _ = inner.changes.send(Arc::new(saga.clone()));
+            }
             if saga.status.is_terminal() {
                 tracing::info!(transaction_id = %saga.id, status = %saga.status, "saga finished");
                 let waiters = inner.waiting.lock().expect("waiting lock poisoned").remove(&saga.id);
