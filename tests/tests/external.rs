@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 /// The probe service: `probe.run` notes each start and end of a run (with the idempotency
 /// key, the attempt and its pid) in `$PROBE_LOG`, sleeps `sleep` seconds, and answers, or
-/// fails for good (`fatal`), or answers what its output_schema refuses (`bad_output`).
+/// fails for good (`fatal`), or fails with `retryable` set before attempt `busy_before`, or
+/// answers what its output_schema refuses (`bad_output`).
 const PROBE: &str = r#"
 import json, os, time
 from baton_worker import Failure, command
@@ -31,6 +32,8 @@ def run(req, ctx):
     note(ctx, "end")
     if req.get("fatal"):
         raise Failure.fatal("probe_refused", "asked to refuse")
+    if ctx.attempt < req.get("busy_before", 0):
+        raise Failure.retryable("probe_busy", "busy, try later")
     if req.get("bad_output"):
         return {"ran": "many"}
     return {"ran": 1, "n": req["n"], "pid": os.getpid()}
@@ -66,6 +69,20 @@ timeout = "1s"
 retry = { attempts = 1 }
 "#;
 
+/// The probe with a retry policy of three attempts.
+const PROBE_RETRY_WF: &str = r#"
+name = "probe_retry"
+
+[commands."probe.run"]
+external = true
+
+[[step]]
+name = "work"
+command = "probe.run"
+timeout = "30s"
+retry = { attempts = 3, backoff = "100ms" }
+"#;
+
 /// A directory with the probe's workflows, its service and its log.
 struct Probe {
     dir: tempfile::TempDir,
@@ -77,6 +94,7 @@ impl Probe {
         std::fs::create_dir(dir.path().join("workflows")).unwrap();
         std::fs::write(dir.path().join("workflows/probe.toml"), PROBE_WF).unwrap();
         std::fs::write(dir.path().join("workflows/probe_short.toml"), PROBE_SHORT_WF).unwrap();
+        std::fs::write(dir.path().join("workflows/probe_retry.toml"), PROBE_RETRY_WF).unwrap();
         std::fs::write(dir.path().join("probe.py"), PROBE).unwrap();
         Probe { dir }
     }
@@ -381,6 +399,49 @@ async fn a_duplicate_is_answered_from_the_record_and_the_schemas_are_checked() {
     assert!(sagas[1]["error"]["message"].as_str().unwrap().contains("/ran: \"many\" is not of type \"integer\""));
     assert_eq!(baton_tests::step(&sagas[1], "work")["attempts"], 1);
     drop(worker);
+}
+
+/// An outside worker's failure with `retryable` set is retried by the saga's policy (a new
+/// attempt, after the backoff), and one without it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_failure_from_an_outside_worker_is_retried_by_the_policy() {
+    let prefix = unique_prefix("external_retryable");
+    let _cleanup = PrefixGuard(prefix.clone());
+    let probe = Probe::new();
+    let server = serve(&prefix, &["--workflows", &probe.workflows()]).await;
+    let _worker = probe.worker(&prefix, &[]);
+
+    assert_eq!(server.start_saga("probe_retry", "r-1", &json!({"n": 1, "busy_before": 3})).await.unwrap().0, 201);
+    assert_eq!(server.start_saga("probe_retry", "r-2", &json!({"n": 2, "busy_before": 9})).await.unwrap().0, 201);
+    assert_eq!(server.start_saga("probe_retry", "r-3", &json!({"n": 3, "fatal": true})).await.unwrap().0, 201);
+    let ids = ["r-1", "r-2", "r-3"].map(str::to_owned);
+    let sagas = server.wait_all(&ids, Duration::from_secs(30)).await;
+
+    // Busy twice, then done on the third attempt.
+    assert_eq!(sagas[0]["status"], "completed", "{:#}", sagas[0]);
+    assert_eq!(baton_tests::step(&sagas[0], "work")["attempts"], 3);
+    let h = history(&server, "r-1").await;
+    let retries: Vec<&Value> = h.iter().filter(|e| e["event"] == "retry_scheduled").collect();
+    assert_eq!(retries.len(), 2, "{h:#?}");
+    let failed: Vec<&Value> = h.iter().filter(|e| e["event"] == "failed").collect();
+    assert!(failed.iter().all(|f| f["code"] == "probe_busy" && f["retryable"] == true), "{failed:#?}");
+    let attempts: Vec<u64> = probe
+        .runs()
+        .iter()
+        .filter(|r| r["key"] == "r-1/work/forward" && r["event"] == "start")
+        .map(|r| r["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3], "each attempt ran once: {:?}", probe.runs());
+
+    // Busy every time: the policy's three attempts, then the saga compensates.
+    assert_eq!(sagas[1]["status"], "compensated", "{:#}", sagas[1]);
+    assert_eq!(sagas[1]["error"]["code"], "probe_busy");
+    assert_eq!(baton_tests::step(&sagas[1], "work")["attempts"], 3);
+
+    // Not retryable: one attempt.
+    assert_eq!(sagas[2]["status"], "compensated", "{:#}", sagas[2]);
+    assert_eq!(sagas[2]["error"]["code"], "probe_refused");
+    assert_eq!(baton_tests::step(&sagas[2], "work")["attempts"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
