@@ -59,6 +59,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "BATON_LOG", default_value = "warn")]
     pub log: String,
 
+    /// Export traces over OTLP/HTTP to this collector (a base URL such as
+    /// http://127.0.0.1:4318; /v1/traces is added) [default: from OTEL_EXPORTER_OTLP_ENDPOINT
+    /// or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; unset: no traces].
+    #[arg(long, global = true, value_name = "URL")]
+    pub otlp: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -361,6 +367,10 @@ pub enum Command {
         /// medians.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,
+        /// Record metrics and render them (as a Prometheus scrape of GET /metrics would) every
+        /// SECS seconds while measuring: what metrics cost. Without it, metrics are off.
+        #[arg(long, value_name = "SECS")]
+        scrape: Option<f64>,
         /// Print one JSON object instead of a report.
         #[arg(long)]
         json: bool,
@@ -389,6 +399,12 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(&cli.log);
+    if let Some(url) = crate::observe::trace::endpoint(cli.otlp.as_deref())
+        && let Err(e) = crate::observe::trace::init(&url)
+    {
+        eprintln!("error: {e:#}; check --otlp or OTEL_EXPORTER_OTLP_ENDPOINT");
+        return ExitCode::from(1);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -396,13 +412,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(execute(cli)) {
+    let code = match rt.block_on(execute(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    // The last spans (the saga that just ended) go out before the process does.
+    crate::observe::trace::shutdown();
+    code
 }
 
 fn init_tracing(filter: &str) {
@@ -558,6 +577,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             server,
             auth,
             runs,
+            scrape,
             json,
         } => {
             let seconds = |name: &str, v: f64| {
@@ -582,6 +602,16 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 token: if server.is_some() { auth.token()? } else { None },
                 progress: !*json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
+            if let Some(every) = scrape {
+                let every = seconds("scrape", *every)?.max(std::time::Duration::from_millis(10));
+                crate::observe::metrics::install();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        std::hint::black_box(crate::observe::metrics::render());
+                    }
+                });
+            }
             bench(&cli, config, *runs, *json).await
         }
     }

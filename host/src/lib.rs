@@ -28,6 +28,7 @@ pub mod bus;
 pub mod cli;
 pub mod model;
 pub mod node;
+pub mod observe;
 pub mod orchestrator;
 pub mod protocol;
 mod redis_conn;

@@ -321,6 +321,7 @@ pub async fn run(
     host: Host,
 ) -> anyhow::Result<()> {
     let Host { parts, role, mode, token, insecure, reload } = host;
+    crate::observe::metrics::install();
     let addr = listener.local_addr()?;
     check_listen(addr, token.is_some(), insecure)?;
     if token.is_none() && !is_loopback(addr) {

@@ -1,6 +1,7 @@
-//! Python for the tests of workers outside the sandbox (`guest-sdk/python`): a virtual
-//! environment with redis-py under the target directory, made on first use (`python3 -m venv`,
-//! `pip install redis`), so a fresh machine needs only CPython 3.9 or later and PyPI; and a
+//! Python for the tests of workers outside the sandbox (`guest-sdk/python`) and of trace
+//! export (`tests/observe/otlp_receiver.py`): a virtual environment with redis-py and
+//! opentelemetry-proto under the target directory, made on first use (`python3 -m venv`,
+//! `pip install`), so a fresh machine needs only CPython 3.9 or later and PyPI; and a
 //! worker process of the library, `python -m baton_worker.bus`, to start, kill or stop.
 
 use std::io::BufRead as _;
@@ -38,7 +39,11 @@ fn make_venv() -> PathBuf {
     let dir = venv_dir();
     let bin = dir.join("bin/python");
     let has_redis = |python: &Path| {
-        Command::new(python).args(["-c", "import redis"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        Command::new(python)
+            .args(["-c", "import redis, opentelemetry.proto.collector.trace.v1.trace_service_pb2"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     };
     if has_redis(&bin) {
         return bin;
@@ -68,14 +73,15 @@ fn make_venv() -> PathBuf {
             "--quiet",
             "--disable-pip-version-check",
             "redis>=4.2",
+            "opentelemetry-proto>=1.20",
         ]),
-        "pip install redis (the outside-worker tests need PyPI, once)",
+        "pip install redis opentelemetry-proto (the outside-worker and trace tests need PyPI, once)",
     );
     if std::fs::rename(&tmp, &dir).is_err() {
         // Someone else made it meanwhile.
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    assert!(has_redis(&bin), "{} has no redis-py after it was made", bin.display());
+    assert!(has_redis(&bin), "{} has no redis-py or opentelemetry-proto after it was made", bin.display());
     bin
 }
 

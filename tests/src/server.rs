@@ -221,11 +221,17 @@ impl Server {
     /// on stderr up to the line that says where it listens (warnings included). A wildcard
     /// address (`0.0.0.0`, `[::]`) is reached on loopback.
     pub async fn start_on(listen: &str, args: &[&str]) -> (Server, String) {
+        Server::start_env(listen, args, &[]).await
+    }
+
+    /// [`Server::start_on`], with these environment variables set for the host.
+    pub async fn start_env(listen: &str, args: &[&str], env: &[(&str, &str)]) -> (Server, String) {
         let mut child = crate::baton()
             .arg("serve")
             .args(["--listen", listen])
             .args(args)
             .env("BATON_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -9,6 +9,7 @@
 //! | `POST /v1/sagas/{id}/signals/{name}` (body: the JSON payload) | send a signal: 202 and the saga; 404 for an unknown saga, 409 for one that has ended |
 //! | `POST /v1/sagas/{id}/cancel` `{"reason"?}` | stop a running saga and compensate what it did: 202; 409 unless it is running |
 //! | `POST /v1/sagas/{id}/retry` | try a `failed` saga's failed compensations again: 202; 409 unless it is failed |
+//! | `GET /metrics` | Prometheus text format (see [`crate::observe::metrics`] for the list); worker-only hosts serve it too |
 //! | `GET /readyz` | 200 `{"store": "ok", "bus": "ok"}` when both answer within [`READY_TIMEOUT`], 503 `not_ready` naming the one that does not |
 //! | `GET /healthz` | 200 when the process is up; never asks for a token (worker-only hosts serve this and `/readyz`) |
 //!
@@ -30,7 +31,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -104,6 +105,7 @@ pub fn router(orchestrator: Orchestrator, backends: Backends, token: Option<Toke
         .route("/v1/sagas/{id}/retry", post(retry))
         .with_state(orchestrator)
         .route("/v1/plugins", get(plugins).with_state(backends.clone()))
+        .route("/metrics", get(metrics_of_orchestrator).with_state(backends.clone()))
         .route("/readyz", get(readyz).with_state(backends))
         .route("/healthz", get(healthz));
     secured(with_json_errors(routes), token)
@@ -120,9 +122,45 @@ async fn plugins(State(b): State<Backends>) -> Json<Value> {
 pub fn health_router(backends: Backends, token: Option<Token>) -> Router {
     let routes = Router::new()
         .route("/v1/plugins", get(plugins).with_state(backends.clone()))
+        .route("/metrics", get(metrics_of_worker).with_state(backends.clone()))
         .route("/readyz", get(readyz).with_state(backends))
         .route("/healthz", get(healthz));
     secured(with_json_errors(routes), token)
+}
+
+/// Longest a scrape waits for each value it reads from the store or the bus; a value not
+/// read in time keeps its last reading.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `GET /metrics` of a host that orchestrates: every metric, with the sagas in flight read
+/// from the store.
+async fn metrics_of_orchestrator(State(b): State<Backends>) -> Response {
+    for status in [SagaStatus::Running, SagaStatus::Compensating] {
+        if let Ok(Ok(n)) = tokio::time::timeout(SCRAPE_TIMEOUT, b.store.count(status)).await {
+            crate::observe::metrics::in_flight(status.as_str(), n);
+        }
+    }
+    metrics_text(&b).await
+}
+
+/// `GET /metrics` of a worker-only host: the same, without the store's saga counts (the
+/// orchestrators report those).
+async fn metrics_of_worker(State(b): State<Backends>) -> Response {
+    metrics_text(&b).await
+}
+
+/// The metrics in Prometheus' text format (version 0.0.4), with the bus backlog read now.
+async fn metrics_text(b: &Backends) -> Response {
+    if let Ok(Ok(backlog)) = tokio::time::timeout(SCRAPE_TIMEOUT, b.bus.backlog()).await {
+        for (stream, n) in backlog {
+            crate::observe::metrics::backlog(&stream, n);
+        }
+    }
+    match crate::observe::metrics::render() {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        None => ApiError(StatusCode::NOT_FOUND, "metrics_off", "this process does not record metrics".into())
+            .into_response(),
+    }
 }
 
 /// Liveness: the process is up and serving. It checks nothing else, so a supervisor that
@@ -359,7 +397,7 @@ struct StartRequest {
     id: Option<String>,
 }
 
-async fn start(State(o): State<Orchestrator>, body: Bytes) -> Result<Response, ApiError> {
+async fn start(State(o): State<Orchestrator>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let req: StartRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -372,7 +410,10 @@ async fn start(State(o): State<Orchestrator>, body: Bytes) -> Result<Response, A
     if let Some(id) = &req.id {
         check_id(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_id", e))?;
     }
-    match o.start(&req.workflow, req.input, req.id).await {
+    // A caller's W3C trace context: the saga's spans join its trace (an invalid one is
+    // ignored, as the W3C spec asks).
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    match o.start_traced(&req.workflow, req.input, req.id, traceparent).await {
         Ok(started) => {
             let status = if started.created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(started.saga)).into_response())

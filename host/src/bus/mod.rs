@@ -128,4 +128,10 @@ pub trait EventBus: Send + Sync + 'static {
     /// Cheap (one round trip at most): `GET /readyz` calls it. The caller bounds how long it
     /// may take.
     async fn ping(&self) -> Result<(), BusError>;
+
+    /// Events waiting on each stream this process reads (`baton_bus_backlog`), when the
+    /// transport can tell; empty otherwise.
+    async fn backlog(&self) -> Result<Vec<(String, u64)>, BusError> {
+        Ok(Vec::new())
+    }
 }

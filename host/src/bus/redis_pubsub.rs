@@ -90,6 +90,7 @@ impl<T> PubSubConsumer<T> {
             Ok(m) => Some(m),
             Err(e) => {
                 tracing::error!(channel = msg.get_channel_name(), "dropping a message that is not a Baton event: {e}");
+                crate::observe::metrics::dropped(super::cloudevents::drop_reason(&text));
                 None
             }
         }

@@ -86,6 +86,9 @@ pub struct RedisStreamsBus {
     config: StreamsConfig,
     /// Names this process's consumers, unique across processes.
     consumer_id: String,
+    /// The streams this process's consumers read, and their group: what
+    /// [`EventBus::backlog`] reports.
+    watched: Arc<std::sync::Mutex<std::collections::BTreeMap<String, &'static str>>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -99,7 +102,7 @@ impl RedisStreamsBus {
         let salt =
             std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), std::process::id());
         let consumer_id = format!("{}-{:08x}", std::process::id(), salt as u32);
-        Ok(RedisStreamsBus { client, con, prefix: prefix.to_owned(), config, consumer_id })
+        Ok(RedisStreamsBus { client, con, prefix: prefix.to_owned(), config, consumer_id, watched: Arc::default() })
     }
 
     fn command_stream(&self, name: &str) -> String {
@@ -132,6 +135,7 @@ impl RedisStreamsBus {
             AsyncConnectionConfig::new().set_response_timeout(Some(self.config.block + Duration::from_secs(5)));
         let mut con = self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(unavailable)?;
         create_groups(&mut con, &streams, group).await?;
+        self.watched.lock().expect("watched lock poisoned").extend(streams.iter().map(|s| (s.clone(), group)));
         let nonce = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), &streams);
         Ok(StreamConsumer {
             client: self.client.clone(),
@@ -237,14 +241,18 @@ impl<T> StreamConsumer<T> {
     ) -> Result<(), BusError> {
         let mut poison = Vec::new();
         for entry in entries {
-            let decoded = entry
-                .get::<String>(FIELD)
+            let text = entry.get::<String>(FIELD);
+            let decoded = text
+                .as_deref()
                 .ok_or_else(|| BusError::corrupt("a stream entry", format!("no {FIELD:?} field")))
-                .and_then(|t| (self.decode)(&t));
+                .and_then(|t| (self.decode)(t));
             match decoded {
                 Ok(message) => out.push(Delivery { message, token: token(stream, &entry.id) }),
                 Err(e) => {
                     tracing::error!(stream, id = %entry.id, "dropping an entry that is not a Baton event: {e}");
+                    crate::observe::metrics::dropped(
+                        text.as_deref().map_or("not_an_event", super::cloudevents::drop_reason),
+                    );
                     poison.push(token(stream, &entry.id));
                 }
             }
@@ -278,6 +286,7 @@ impl<T: Send + 'static> Consumer<T> for StreamConsumer<T> {
                     let reply = reply.map_err(|e| self.failed(e))?;
                     if !reply.claimed.is_empty() {
                         tracing::info!(stream, count = reply.claimed.len(), "reclaimed entries a dead consumer left");
+                        crate::observe::metrics::redelivered(&stream, reply.claimed.len() as u64);
                     }
                     self.decode_entries(&stream, reply.claimed, &mut out).await?;
                 }
@@ -337,6 +346,30 @@ impl EventBus for RedisStreamsBus {
     async fn signal_consumer(&self) -> Result<Box<dyn Consumer<SignalMessage>>, BusError> {
         let stream = format!("{}:signals", self.prefix);
         Ok(Box::new(self.consumer(vec![stream], ORCHESTRATORS, cloudevents::decode_signal).await?))
+    }
+
+    /// From `XINFO GROUPS`: the group's `lag` (entries not yet delivered) plus its `pending`
+    /// (delivered, not acknowledged), per stream this process reads.
+    async fn backlog(&self) -> Result<Vec<(String, u64)>, BusError> {
+        let watched: Vec<(String, &'static str)> =
+            self.watched.lock().expect("watched lock poisoned").iter().map(|(s, g)| (s.clone(), *g)).collect();
+        let mut con = self.con.clone();
+        let mut out = Vec::with_capacity(watched.len());
+        for (stream, group) in watched {
+            let groups: Vec<std::collections::HashMap<String, redis::Value>> =
+                redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut con).await.map_err(unavailable)?;
+            let number = |v: Option<&redis::Value>| match v {
+                Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            };
+            if let Some(g) = groups
+                .iter()
+                .find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == group.as_bytes()))
+            {
+                out.push((stream, number(g.get("lag")) + number(g.get("pending"))));
+            }
+        }
+        Ok(out)
     }
 
     /// Entries stay in their group until acknowledged.

@@ -454,6 +454,12 @@ pub struct Saga {
     /// and those its command handlers started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
+    /// The W3C trace context the saga was started in: its trace id and the span its root
+    /// span hangs under (all zeros for a root of its own). Set when the start came with a
+    /// `traceparent` (an API call, a parent saga's step, a worker's `run-saga`) or when the
+    /// starting host exports traces; absent otherwise, and then nothing is traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 impl Saga {

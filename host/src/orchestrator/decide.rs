@@ -675,5 +675,6 @@ pub fn new_saga(id: String, wf: &Workflow, input: Value, now: u64) -> Saga {
         expires_at: None,
         parent: None,
         children: Vec::new(),
+        trace: None,
     }
 }

@@ -193,6 +193,15 @@ const PURGE_BATCH: usize = 256;
 /// timers it must step over.
 const SWEEP_PAGES: usize = 16;
 
+/// Count a result that changed nothing: it names a step its saga does not have (a result
+/// for a step that moved on is kept in the history as `late_result`, and does change it).
+/// Counted when decided: a decision done again after a conflicting commit counts again.
+fn count_unmatched(event: &Event) {
+    if matches!(event, Event::Result(_)) {
+        crate::observe::metrics::dropped("unknown_step");
+    }
+}
+
 /// How many committed sagas [`Orchestrator::changes`] holds for a slow listener.
 const CHANGES_BUFFER: usize = 1024;
 
@@ -218,6 +227,8 @@ struct Inner {
     /// stream). Sent only while someone listens; a listener that falls behind by more than
     /// [`CHANGES_BUFFER`] is told it lagged and reads the store again.
     changes: broadcast::Sender<Arc<Saga>>,
+    /// Metrics and spans of what is committed.
+    observer: crate::observe::Observer,
     /// Definitions by content hash: those of `workflows`, and those older sagas started with,
     /// read from the store when first needed. A saga runs on the one its record names. A std
     /// `RwLock`: lookups on every decision, an insert once per definition.
@@ -293,6 +304,7 @@ impl Orchestrator {
                 ever: std::sync::RwLock::new(ever),
                 reloads: watch::channel(0).0,
                 changes: broadcast::channel(CHANGES_BUFFER).0,
+                observer: crate::observe::Observer::default(),
                 definitions: std::sync::RwLock::new(definitions),
                 stored: std::sync::Mutex::new(std::collections::HashSet::new()),
                 store,
@@ -366,16 +378,30 @@ impl Orchestrator {
     /// (a start is idempotent by id, so this is safe), so a caller sees an error only when
     /// the store is really down.
     pub async fn start(&self, workflow: &str, input: Value, id: Option<String>) -> Result<Started, StartError> {
-        self.start_with(workflow, input, id, None).await
+        self.start_with(workflow, input, id, None, None).await
     }
 
-    /// [`Orchestrator::start`], of a sub-saga when `parent` is given.
+    /// [`Orchestrator::start`] within the W3C trace context `traceparent` (a caller's
+    /// `traceparent` header): the saga's spans join the caller's trace.
+    pub async fn start_traced(
+        &self,
+        workflow: &str,
+        input: Value,
+        id: Option<String>,
+        traceparent: Option<&str>,
+    ) -> Result<Started, StartError> {
+        self.start_with(workflow, input, id, None, traceparent).await
+    }
+
+    /// [`Orchestrator::start`], of a sub-saga when `parent` is given, in the trace context
+    /// `traceparent` when one is given (else a new trace, when this host exports traces).
     pub(crate) async fn start_with(
         &self,
         workflow: &str,
         input: Value,
         id: Option<String>,
         parent: Option<crate::model::Parent>,
+        traceparent: Option<&str>,
     ) -> Result<Started, StartError> {
         let inner = &self.inner;
         let catalog = self.workflows();
@@ -401,10 +427,12 @@ impl Orchestrator {
         }
         let mut saga = new_saga(id.clone(), wf, input, now);
         saga.parent = parent;
+        saga.trace = crate::observe::trace::context_for(traceparent);
         let Decided::Change(change) = self.decide_all(saga, &[&Event::Start]) else {
             unreachable!("a new saga of a loaded workflow always starts")
         };
         let tries = AtomicU64::new(0);
+        let began = SystemTime::now();
         let created = retry_store(START_RETRY_BUDGET, || {
             tries.fetch_add(1, Ordering::Relaxed);
             inner.store.create(&change.transition)
@@ -432,7 +460,7 @@ impl Orchestrator {
         }
         tracing::info!(transaction_id = %id, workflow, "saga started");
         let saga = change.transition.saga.clone();
-        self.after_commit(vec![*change]).await;
+        self.after_commit(vec![*change], began).await;
         Ok(Started { saga, created: true })
     }
 
@@ -539,10 +567,11 @@ impl Orchestrator {
                 }
                 Decided::NoWorkflow => return Err(ControlError::NoWorkflow { id: id.to_owned(), workflow }),
             };
+            let began = SystemTime::now();
             match store.commit(std::slice::from_ref(&change.transition)).await?[..] {
                 [Committed::Ok] => {
                     let saga = change.transition.saga.clone();
-                    self.after_commit(vec![change]).await;
+                    self.after_commit(vec![change], began).await;
                     return Ok(saga);
                 }
                 [Committed::Conflict] => continue,
@@ -684,6 +713,7 @@ impl Orchestrator {
             let d = decide(wf, &mut saga, event, now);
             if !d.changed {
                 tracing::debug!(transaction_id = %saga.id, "stale event ignored: {event:?}");
+                count_unmatched(event);
                 continue;
             }
             changed = true;
@@ -714,10 +744,14 @@ impl Orchestrator {
         Decided::Change(Box::new(Change { transition, timers }))
     }
 
-    /// What follows a commit: the commands (unless the store sent them), the timers, and the
-    /// announcement of sagas that ended.
-    async fn after_commit(&self, changes: Vec<Change>) {
+    /// What follows a commit (begun at `began`): its metrics and spans, the commands (unless
+    /// the store sent them), the timers, and the announcement of sagas that ended.
+    async fn after_commit(&self, changes: Vec<Change>, began: SystemTime) {
         let inner = &self.inner;
+        let commit = crate::observe::Commit { began, ended: SystemTime::now(), store: inner.store.system() };
+        if !changes.is_empty() {
+            crate::observe::metrics::commit(changes.len(), commit.ended.duration_since(began).unwrap_or_default());
+        }
         let mut commands = Vec::new();
         let mut replies: Vec<crate::store::Reply> = Vec::new();
         for change in changes {
@@ -725,6 +759,7 @@ impl Orchestrator {
             for cmd in &change.transition.commands {
                 tracing::debug!(transaction_id = %saga.id, correlation_id = %cmd.meta.correlation_id, command = %cmd.name, "dispatch");
             }
+            inner.observer.committed(&change.transition, &commit);
             inner.timers.set(&saga.id, change.timers);
             if inner.changes.receiver_count() > 0 {
                 let _ = inner.changes.send(Arc::new(saga.clone()));
@@ -782,6 +817,7 @@ impl Orchestrator {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let Some(saga) = store.load(id).await? else {
                 tracing::warn!(transaction_id = %id, "event for an unknown saga ignored: {event:?}");
+                crate::observe::metrics::dropped("unknown_saga");
                 return Ok(true);
             };
             self.load_definitions(&[&saga]).await?;
@@ -790,12 +826,13 @@ impl Orchestrator {
                 Decided::Unchanged => return Ok(true),
                 Decided::NoWorkflow => return Ok(false),
             };
+            let began = SystemTime::now();
             let committed = match store.commit(std::slice::from_ref(&change.transition)).await {
                 Ok(c) => c,
                 Err(e) => {
                     // The write may have landed with its answer lost: then finish the job.
                     if store.load(id).await.ok().flatten().is_some_and(|s| change.landed_as(&s)) {
-                        self.after_commit(vec![change]).await;
+                        self.after_commit(vec![change], began).await;
                         return Ok(true);
                     }
                     return Err(e);
@@ -803,7 +840,7 @@ impl Orchestrator {
             };
             match committed[..] {
                 [Committed::Ok] => {
-                    self.after_commit(vec![change]).await;
+                    self.after_commit(vec![change], began).await;
                     return Ok(true);
                 }
                 [Committed::Conflict] => continue,
@@ -870,7 +907,10 @@ impl Orchestrator {
             let group = &groups[id];
             let Some(saga) = saga else {
                 tracing::warn!(transaction_id = %id, "events for an unknown saga ignored");
-                group.iter().for_each(|&i| done[i] = true);
+                group.iter().for_each(|&i| {
+                    done[i] = true;
+                    crate::observe::metrics::dropped("unknown_saga");
+                });
                 continue;
             };
             let mine: Vec<&Event> = group.iter().map(|&i| &events[i].1).collect();
@@ -891,6 +931,7 @@ impl Orchestrator {
         // afterwards: no copy of the saga records on this path.
         let (transitions, timers): (Vec<Transition>, Vec<_>) =
             changes.into_iter().map(|c| (c.transition, c.timers)).unzip();
+        let began = SystemTime::now();
         let outcome = store.commit(&transitions).await;
         let changes: Vec<Change> =
             transitions.into_iter().zip(timers).map(|(transition, timers)| Change { transition, timers }).collect();
@@ -898,7 +939,7 @@ impl Orchestrator {
             Ok(results) => results,
             Err(e) => {
                 tracing::warn!("cannot commit {} transitions: {e}; checking which landed", changes.len());
-                return self.reconcile(events, changes, changed_groups, done).await;
+                return self.reconcile(events, changes, changed_groups, done, began).await;
             }
         };
         let mut committed = Vec::new();
@@ -914,7 +955,7 @@ impl Orchestrator {
                 Committed::NotFound => group.iter().for_each(|&i| done[i] = true),
             }
         }
-        self.after_commit(committed).await;
+        self.after_commit(committed, began).await;
         if conflicted.is_empty() { done } else { self.apply_each(events, conflicted, done).await }
     }
 
@@ -927,6 +968,7 @@ impl Orchestrator {
         changes: Vec<Change>,
         groups: Vec<&Vec<usize>>,
         mut done: Vec<bool>,
+        began: SystemTime,
     ) -> Vec<bool> {
         let ids: Vec<&str> = changes.iter().map(|c| c.transition.saga.id.as_str()).collect();
         let stored = self.inner.store.load_many(&ids).await.unwrap_or_else(|_| vec![None; ids.len()]);
@@ -940,7 +982,7 @@ impl Orchestrator {
                 retry.extend(group.iter().copied());
             }
         }
-        self.after_commit(landed).await;
+        self.after_commit(landed, began).await;
         self.apply_each(events, retry, done).await
     }
 

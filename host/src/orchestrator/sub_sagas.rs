@@ -306,7 +306,10 @@ impl Orchestrator {
             deadline: (cmd.deadline_ms != 0).then_some(cmd.deadline_ms),
             depth,
         };
-        match self.start_with(workflow, cmd.payload.clone(), Some(id), Some(parent)).await {
+        match self
+            .start_with(workflow, cmd.payload.clone(), Some(id), Some(parent), cmd.meta.traceparent.as_deref())
+            .await
+        {
             Ok(Started { created: true, .. }) => {}
             Ok(Started { saga, created: false }) => {
                 // A command come again (redelivered, or re-sent after a restart): answer it if
@@ -393,7 +396,7 @@ impl SagaHost for Orchestrator {
             deadline: None,
             depth,
         };
-        match self.start_with(workflow, input, Some(id.to_owned()), Some(parent)).await {
+        match self.start_with(workflow, input, Some(id.to_owned()), Some(parent), caller.traceparent.as_deref()).await {
             Ok(started) => {
                 if started.created || !started.saga.status.is_terminal() {
                     self.note_child(&caller.transaction_id, &caller.step, id).await;

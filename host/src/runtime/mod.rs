@@ -234,18 +234,25 @@ impl Pre {
         }
     }
 
-    /// Instantiate and call `handle`.
+    /// Instantiate (timed, for `baton_plugin_instantiation_seconds` of `plugin`) and call
+    /// `handle`.
     async fn handle(
         &self,
         store: &mut Store<HostState>,
         cmd: &wit::Command,
+        plugin: &str,
     ) -> wasmtime::Result<Result<String, wit::Failure>> {
+        let began = Instant::now();
         match self {
             Pre::V0_1(pre) => {
-                pre.instantiate_async(&mut *store).await?.baton_saga_worker().call_handle(store, cmd).await
+                let instance = pre.instantiate_async(&mut *store).await?;
+                crate::observe::metrics::instantiated(plugin, began.elapsed());
+                instance.baton_saga_worker().call_handle(store, cmd).await
             }
             Pre::V0_2(pre) => {
-                pre.instantiate_async(&mut *store).await?.baton_saga_worker().call_handle(store, cmd).await
+                let instance = pre.instantiate_async(&mut *store).await?;
+                crate::observe::metrics::instantiated(plugin, began.elapsed());
+                instance.baton_saga_worker().call_handle(store, cmd).await
             }
         }
     }
@@ -753,6 +760,9 @@ impl Runtime {
             Ok(outcome) => outcome,
             Err(fault) => {
                 tracing::info!(command = %cmd.name, code = fault.code(), "{fault}");
+                if let Some((plugin, kind)) = fault.trap() {
+                    crate::observe::metrics::trap(plugin, kind);
+                }
                 Outcome::Err(fault.into_failure())
             }
         }
@@ -837,7 +847,8 @@ impl Runtime {
             },
         };
         let mut store = self.store(cpu, Some(cmd.meta.clone()), &plugin.name, &plugin.manifest);
-        let Ok(result) = tokio::time::timeout(deadline, plugin.pre.handle(&mut store, &wit_cmd)).await else {
+        let Ok(result) = tokio::time::timeout(deadline, plugin.pre.handle(&mut store, &wit_cmd, &plugin.name)).await
+        else {
             // Dropping the call unwinds the instance's fiber; the store goes with it.
             if let Some(call) = store.data().sagas.waiting() {
                 tracing::info!(command = %cmd.name, "stopped at the step's timeout while waiting in {call}");
@@ -943,6 +954,20 @@ impl Fault {
             Fault::InvalidInput { .. } => codes::INVALID_INPUT,
             Fault::InvalidOutput { .. } => codes::INVALID_OUTPUT,
             Fault::UnknownCommand { .. } => codes::UNKNOWN_COMMAND,
+        }
+    }
+
+    /// The plugin and the kind, when the run ended in a trap (what `baton_plugin_traps_total`
+    /// counts): stopped at its deadline, out of memory, a panic, another trap, or a result
+    /// that is not valid.
+    pub fn trap(&self) -> Option<(&str, &'static str)> {
+        match self {
+            Fault::Timeout { plugin, .. } => Some((plugin, "timeout")),
+            Fault::OutOfMemory { plugin, .. } => Some((plugin, "out_of_memory")),
+            Fault::Panicked { plugin, .. } => Some((plugin, "panicked")),
+            Fault::Trapped { plugin, .. } => Some((plugin, "trapped")),
+            Fault::InvalidOutput { plugin, .. } => Some((plugin, "invalid_output")),
+            _ => None,
         }
     }
 

@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -299,14 +299,16 @@ impl Pool {
                 );
                 let answer = span.in_scope(|| before_run(&cmd, recorded, self.clock.now_ms(), &self.plugin));
                 if let Some((outcome, record)) = answer {
+                    crate::observe::metrics::handled(&self.plugin, &cmd.name, outcome_code(&outcome), None);
                     let result = ResultMessage { command: cmd.name, meta: cmd.meta, outcome };
                     let _ = reply_tx.send(Reply { result, token: delivery.token, record });
                     continue;
                 }
                 let (runtime, reply_tx, clock) = (self.runtime.clone(), reply_tx.clone(), self.clock.clone());
+                let plugin = self.plugin.clone();
                 threads.spawn(
                     async move {
-                        let outcome = run_one(&runtime, &cmd, clock.now_ms()).await;
+                        let outcome = run_observed(&runtime, &plugin, &cmd, clock.now_ms()).await;
                         let record = outcome.is_terminal();
                         let result = ResultMessage { command: cmd.name, meta: cmd.meta, outcome };
                         let _ = reply_tx.send(Reply { result, token: delivery.token, record });
@@ -439,6 +441,72 @@ async fn reply_loop(
             Err(e) => tracing::warn!("cannot send {} results: {e}", tokens.len()),
         }
     }
+}
+
+/// The code `baton_commands_handled_total` counts an outcome under: `ok`, or the failure's.
+fn outcome_code(outcome: &Outcome) -> &str {
+    match outcome {
+        Outcome::Ok(_) => "ok",
+        Outcome::Err(f) => &f.code,
+    }
+}
+
+/// [`run_one`], counted and traced: the `process` span of the command (under the attempt's
+/// span its `traceparent` names) and the `handle` span of the plugin's run under it, whose
+/// context is the one the plugin sees in its `meta` (so a sub-saga it starts joins the trace).
+async fn run_observed(runtime: &Runtime, plugin: &str, cmd: &CommandMessage, now: u64) -> Outcome {
+    use crate::observe::{metrics, trace};
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::SpanKind;
+    let ctx = if trace::enabled() { cmd.meta.traceparent.as_deref().and_then(trace::Context::parse) } else { None };
+    let (began, clock) = (SystemTime::now(), Instant::now());
+    let (process, handle) = (trace::random_span(), trace::random_span());
+    metrics::instances(plugin, 1.0);
+    let outcome = match ctx {
+        Some(ctx) => {
+            let mut traced = cmd.clone();
+            traced.meta.traceparent = Some(ctx.at(handle).header());
+            run_one(runtime, &traced, now).await
+        }
+        None => run_one(runtime, cmd, now).await,
+    };
+    metrics::instances(plugin, -1.0);
+    let code = outcome_code(&outcome);
+    metrics::handled(plugin, &cmd.name, code, Some(clock.elapsed()));
+    if let Some(ctx) = ctx {
+        let ended = SystemTime::now();
+        let destination = format!("cmd:{}", cmd.name);
+        trace::emit(trace::Span {
+            name: format!("process {destination}"),
+            kind: SpanKind::Consumer,
+            context: ctx.at(process),
+            parent: ctx.span,
+            start: began,
+            end: ended,
+            attributes: crate::observe::messaging("process", &destination, &cmd.meta),
+            error: None,
+        });
+        trace::emit(trace::Span {
+            name: format!("handle {}", cmd.name),
+            kind: SpanKind::Internal,
+            context: ctx.at(handle),
+            parent: process,
+            start: began,
+            end: ended,
+            attributes: vec![
+                KeyValue::new("baton.transaction_id", cmd.meta.transaction_id.clone()),
+                KeyValue::new("baton.plugin", plugin.to_owned()),
+                KeyValue::new("baton.command", cmd.name.clone()),
+                KeyValue::new("baton.attempt", i64::from(cmd.meta.attempt)),
+                KeyValue::new("baton.outcome", code.to_owned()),
+            ],
+            error: match &outcome {
+                Outcome::Err(f) => Some(format!("{}: {}", f.code, f.message)),
+                Outcome::Ok(_) => None,
+            },
+        });
+    }
+    outcome
 }
 
 /// Run one command (started at `now`) and log how it went.

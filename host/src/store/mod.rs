@@ -157,6 +157,18 @@ pub trait SagaStore: Send + Sync + 'static {
         false
     }
 
+    /// What the store is, as OpenTelemetry's `db.system.name` says it: `redis`, `redb`, or
+    /// `memory`.
+    fn system(&self) -> &'static str {
+        "memory"
+    }
+
+    /// How many sagas have `status` (for `baton_sagas_in_flight`). Stores with an index
+    /// answer without reading the records.
+    async fn count(&self, status: SagaStatus) -> Result<u64, StoreError> {
+        Ok(self.list(Some(status), usize::MAX).await?.len() as u64)
+    }
+
     /// Sagas, newest first, optionally of one status, at most `limit`.
     async fn list(&self, status: Option<SagaStatus>, limit: usize) -> Result<Vec<Saga>, StoreError>;
 

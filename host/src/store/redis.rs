@@ -384,6 +384,16 @@ impl SagaStore for RedisStore {
         self.outbox.is_some()
     }
 
+    fn system(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn count(&self, status: SagaStatus) -> Result<u64, StoreError> {
+        let index = format!("{}:status:{}", self.prefix, status.as_str());
+        let mut con = self.con.clone();
+        con.zcard(&index).await.map_err(|e| self.unavailable(e))
+    }
+
     async fn list(&self, status: Option<SagaStatus>, limit: usize) -> Result<Vec<Saga>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());

@@ -57,16 +57,17 @@ fn command_for(
         }
     };
     let idempotency_key = model::idempotency_key(&saga.id, &inst.path, phase);
+    let correlation_id = model::correlation_id(&idempotency_key, attempt);
     Some(CommandMessage {
         name,
         payload,
         meta: Meta {
             transaction_id: saga.id.clone(),
-            correlation_id: model::correlation_id(&idempotency_key, attempt),
+            traceparent: crate::observe::trace::command_context(saga.trace.as_deref(), &correlation_id),
+            correlation_id,
             idempotency_key,
             step: inst.path.clone(),
             attempt,
-            traceparent: None,
         },
         timeout_ms: def.timeout.as_millis() as u64,
         deadline_ms,

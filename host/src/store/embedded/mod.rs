@@ -928,6 +928,31 @@ fn apply_loop(shared: &Shared, rx: &mpsc::Receiver<Record>) {
 
 #[async_trait]
 impl SagaStore for EmbeddedStore {
+    fn system(&self) -> &'static str {
+        "redb"
+    }
+
+    /// From the status index, without reading the records; commits still in the log (the
+    /// last few milliseconds) are not counted yet.
+    async fn count(&self, status: SagaStatus) -> Result<u64, StoreError> {
+        let shared = self.inner.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = shared.db.begin_read().map_err(unavailable)?;
+            let index = tx.open_table(BY_STATUS).map_err(unavailable)?;
+            let mut n = 0;
+            for entry in index.range((status.as_str(), "")..).map_err(unavailable)? {
+                let (key, _) = entry.map_err(unavailable)?;
+                if key.value().0 != status.as_str() {
+                    break;
+                }
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
     async fn create(&self, start: &Transition) -> Result<Created, StoreError> {
         let start = Box::new(Encoded::new(start)?);
         self.write(|tx| Write::Create(start, tx)).await
