@@ -334,6 +334,7 @@ pub async fn run(
     let runtime = parts.runtime.clone();
     let node = Node::start(parts, role);
     let (stop_watch, watch_stopped) = tokio::sync::watch::channel(false);
+    let stopping = watch_stopped.clone();
     let watcher = reload.map(|(plugins, workflows, distributed)| {
         let orchestrator = role.orchestrates().then(|| node.orchestrator.clone());
         let w = crate::reload::Watch { plugins, workflows, runtime, orchestrator, distributed };
@@ -341,7 +342,7 @@ pub async fn run(
     });
     // A worker-only host serves its probes alone: it holds no saga to show.
     let router = if role.orchestrates() {
-        crate::api::router(node.orchestrator.clone(), backends, token.clone())
+        crate::api::router(node.orchestrator.clone(), backends, token.clone(), stopping)
     } else {
         crate::api::health_router(backends, token.clone())
     };

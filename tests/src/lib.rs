@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod python;
 pub mod redis_server;
 pub mod server;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,17 +1,22 @@
-//! The HTTP API: what `baton start`, `baton status` and `baton list` talk to.
+//! The HTTP API: what `baton start`, `baton status` and `baton list` talk to, and the web UI.
 //!
 //! | method and path | what |
 //! |---|---|
 //! | `POST /v1/sagas` `{"workflow", "input", "id"?}` | start a saga: 201 when this call created it; with an `id` that exists, 200 and the existing saga when workflow and input are the same, 409 when they differ |
 //! | `GET /v1/sagas/{id}[?wait=SECS]` | the saga; with `wait`, hold the answer until it ends (or the time is up) |
 //! | `GET /v1/sagas/{id}/history` | what happened to the saga, oldest first: every dispatch, result, retry and the end |
-//! | `GET /v1/sagas[?status=S&limit=N]` | sagas, newest first; the `baton-retain` header says how long finished ones are kept |
+//! | `GET /v1/sagas[?status=S&limit=N&parent=ID]` | sagas, newest first (with `parent`, that saga's sub-sagas); the `baton-retain` header says how long finished ones are kept |
+//! | `GET /v1/events[?workflow=W&status=S]` | the sagas this host commits, live: server-sent events `saga` (the record, as the list gives it) and `resync` (read the list again: first, and after a lag); see [`events`] |
 //! | `POST /v1/sagas/{id}/signals/{name}` (body: the JSON payload) | send a signal: 202 and the saga; 404 for an unknown saga, 409 for one that has ended |
 //! | `POST /v1/sagas/{id}/cancel` `{"reason"?}` | stop a running saga and compensate what it did: 202; 409 unless it is running |
 //! | `POST /v1/sagas/{id}/retry` | try a `failed` saga's failed compensations again: 202; 409 unless it is failed |
+//! | `GET /v1/workflows` | the workflows new sagas may start with: name, version, hash, description, input schema |
+//! | `GET /v1/workflows/{name}[?hash=H]` | the outline of one (its blocks and steps, resolved), or of its definition `H` a saga runs; see [`workflows`] |
+//! | `GET /v1/plugins` | the plugins this host runs, as `baton plugins --json` lists them |
 //! | `GET /metrics` | Prometheus text format (see [`crate::observe::metrics`] for the list); worker-only hosts serve it too |
 //! | `GET /readyz` | 200 `{"store": "ok", "bus": "ok"}` when both answer within [`READY_TIMEOUT`], 503 `not_ready` naming the one that does not |
 //! | `GET /healthz` | 200 when the process is up; never asks for a token (worker-only hosts serve this and `/readyz`) |
+//! | `GET /`, `GET /ui/app.js`, `GET /ui/app.css` | the web UI, compiled in; never asks for a token (it holds no data); see [`ui`] |
 //!
 //! Every error, whatever produced it (a handler, an extractor, the body limit, an unknown
 //! route or method), is JSON, `{"error": {"code", "message"}}`: a 4xx for what the caller can
@@ -21,8 +26,13 @@
 //! # The token
 //!
 //! A host started with a [`Token`] (`baton serve --token`) answers every request but
-//! `GET /healthz` with 401 `unauthorized` and `WWW-Authenticate: Bearer realm="baton"` unless
-//! it carries `Authorization: Bearer <token>`; see [`require_token`].
+//! `GET /healthz` and the UI's files with 401 `unauthorized` and
+//! `WWW-Authenticate: Bearer realm="baton"` unless it carries `Authorization: Bearer <token>`;
+//! see [`require_token`].
+
+pub mod events;
+pub mod ui;
+pub mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,9 +103,17 @@ pub struct Backends {
     pub runtime: Option<Arc<crate::runtime::Runtime>>,
 }
 
-/// The routes, over an orchestrator, with the readiness probe over `backends` and, with a
-/// `token`, every route but `GET /healthz` behind it.
-pub fn router(orchestrator: Orchestrator, backends: Backends, token: Option<Token>) -> Router {
+/// The routes, over an orchestrator, with the readiness probe over `backends`, the web UI
+/// and, with a `token`, every route but `GET /healthz` and the UI's files behind it. The
+/// event streams end when `stopping` turns true (a graceful shutdown waits for every open
+/// answer).
+pub fn router(
+    orchestrator: Orchestrator,
+    backends: Backends,
+    token: Option<Token>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Router {
+    let live = events::Live { orchestrator: orchestrator.clone(), stopping };
     let routes = Router::new()
         .route("/v1/sagas", get(list).post(start))
         .route("/v1/sagas/{id}", get(get_one))
@@ -103,12 +121,16 @@ pub fn router(orchestrator: Orchestrator, backends: Backends, token: Option<Toke
         .route("/v1/sagas/{id}/signals/{name}", post(signal))
         .route("/v1/sagas/{id}/cancel", post(cancel))
         .route("/v1/sagas/{id}/retry", post(retry))
+        .route("/v1/workflows", get(workflows::list))
+        .route("/v1/workflows/{name}", get(workflows::one))
         .with_state(orchestrator)
+        .route("/v1/events", get(events::events).with_state(live))
         .route("/v1/plugins", get(plugins).with_state(backends.clone()))
         .route("/metrics", get(metrics_of_orchestrator).with_state(backends.clone()))
         .route("/readyz", get(readyz).with_state(backends))
-        .route("/healthz", get(healthz));
-    secured(with_json_errors(routes), token)
+        .route("/healthz", get(healthz))
+        .merge(ui::routes());
+    secured(with_json_errors(routes), token, Open::HealthAndUi)
 }
 
 /// The plugins this host runs: an empty list on a host that runs none (`--role
@@ -125,7 +147,7 @@ pub fn health_router(backends: Backends, token: Option<Token>) -> Router {
         .route("/metrics", get(metrics_of_worker).with_state(backends.clone()))
         .route("/readyz", get(readyz).with_state(backends))
         .route("/healthz", get(healthz));
-    secured(with_json_errors(routes), token)
+    secured(with_json_errors(routes), token, Open::Health)
 }
 
 /// Longest a scrape waits for each value it reads from the store or the bus; a value not
@@ -281,28 +303,55 @@ impl Token {
     }
 }
 
-/// Put `routes` behind `token`, when there is one.
-fn secured(routes: Router, token: Option<Token>) -> Router {
+/// What a router serves without the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Open {
+    /// `/healthz` only (a worker-only host: it serves no UI).
+    Health,
+    /// `/healthz` and the web UI's files ([`ui::is_public`]).
+    HealthAndUi,
+}
+
+impl Open {
+    /// Whether a request for `path` needs no token.
+    pub fn lets_through(self, path: &str) -> bool {
+        path == "/healthz" || (self == Open::HealthAndUi && ui::is_public(path))
+    }
+}
+
+/// What [`require_token`] checks requests against: the token, and what it lets through
+/// without one.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    pub token: Token,
+    pub open: Open,
+}
+
+/// Put `routes` behind `token`, when there is one, all but what `open` names.
+fn secured(routes: Router, token: Option<Token>, open: Open) -> Router {
     match token {
-        Some(token) => routes.layer(axum::middleware::from_fn_with_state(token, require_token)),
+        Some(token) => routes.layer(axum::middleware::from_fn_with_state(Guard { token, open }, require_token)),
         None => routes,
     }
 }
 
 /// The token check, in front of everything else (the router's 404 and 405 included): a
-/// request to any path but `/healthz` without `Authorization: Bearer <token>` gets 401.
+/// request to any path but `/healthz` and, on a host that serves the web UI, its files
+/// ([`Open`]) without `Authorization: Bearer <token>` gets 401.
 ///
 /// An unknown route answers 401 too, not 404, until the caller has shown the token: an
 /// unauthenticated caller learns nothing about the API, not even which paths exist (or
 /// which version of Baton answers). With the token, it gets the usual 404 `unknown_route`
 /// and its list of routes. `/healthz` stays open for any method, so a load balancer or
-/// supervisor needs no secret to see that the process is up; it says nothing else.
+/// supervisor needs no secret to see that the process is up; it says nothing else. The UI's
+/// files are the same for every host of a version and hold no data (they do say that Baton
+/// answers): the page asks for the token when its first request for data answers 401.
 pub async fn require_token(
-    State(token): State<Token>,
+    State(Guard { token, open }): State<Guard>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if request.uri().path() == "/healthz" {
+    if open.lets_through(request.uri().path()) {
         return next.run(request).await;
     }
     let given = request.headers().get(header::AUTHORIZATION).map(|v| {
@@ -339,7 +388,7 @@ async fn unknown_route(method: Method, uri: Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "unknown_route",
         format!(
-            "no route {method} {}: the API is POST/GET /v1/sagas, GET /v1/sagas/{{id}}, GET /v1/sagas/{{id}}/history, POST /v1/sagas/{{id}}/signals/{{name}}, POST /v1/sagas/{{id}}/cancel, POST /v1/sagas/{{id}}/retry, GET /readyz and GET /healthz",
+            "no route {method} {}: the API is POST/GET /v1/sagas, GET /v1/sagas/{{id}}, GET /v1/sagas/{{id}}/history, POST /v1/sagas/{{id}}/signals/{{name}}, POST /v1/sagas/{{id}}/cancel, POST /v1/sagas/{{id}}/retry, GET /v1/events, GET /v1/workflows, GET /v1/workflows/{{name}}, GET /v1/plugins, GET /metrics, GET /readyz and GET /healthz; the web UI is at GET /",
             uri.path()
         ),
     )
@@ -593,4 +642,25 @@ async fn cancel(State(o): State<Orchestrator>, Path(id): Path<String>, body: Byt
 async fn retry(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let saga = o.retry(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(saga)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_host_lets_only_healthz_through_and_a_full_host_the_ui_too() {
+        for path in ["/healthz", "/", "/ui/app.js", "/ui/app.css"] {
+            assert!(Open::HealthAndUi.lets_through(path), "{path}");
+        }
+        assert!(Open::Health.lets_through("/healthz"));
+        for path in ["/", "/ui/app.js", "/ui/app.css"] {
+            assert!(!Open::Health.lets_through(path), "a worker host serves no UI: {path}");
+        }
+        for open in [Open::Health, Open::HealthAndUi] {
+            for path in ["/v1/sagas", "/v1/events", "/readyz", "/ui/", "/healthz/x"] {
+                assert!(!open.lets_through(path), "{open:?} {path}");
+            }
+        }
+    }
 }

@@ -676,21 +676,48 @@ impl Orchestrator {
                 .collect()
         };
         for (hash, name) in missing {
-            let Some(text) = self.inner.store.definition(hash).await? else { continue };
-            let path = std::path::PathBuf::from(format!("{name}@{hash}.toml"));
-            match crate::workflow::parse(&path, &text, None) {
-                Ok(wf) => {
-                    tracing::info!(workflow = name, hash, "loaded the definition older sagas started with");
-                    self.inner
-                        .definitions
-                        .write()
-                        .expect("definitions lock poisoned")
-                        .insert(hash.to_owned(), Arc::new(wf));
-                }
-                Err(e) => tracing::error!(workflow = name, hash, "a stored definition no longer parses: {e}"),
-            }
+            self.load_definition(hash, name).await?;
         }
         Ok(())
+    }
+
+    /// Read definition `hash` of workflow `name` from the store into memory; `None` when the
+    /// store does not have it, or it no longer parses (logged).
+    async fn load_definition(
+        &self,
+        hash: &str,
+        name: &str,
+    ) -> Result<Option<Arc<crate::workflow::Workflow>>, StoreError> {
+        let Some(text) = self.inner.store.definition(hash).await? else { return Ok(None) };
+        let path = std::path::PathBuf::from(format!("{name}@{hash}.toml"));
+        match crate::workflow::parse(&path, &text, None) {
+            Ok(wf) => {
+                tracing::info!(workflow = name, hash, "loaded the definition older sagas started with");
+                let wf = Arc::new(wf);
+                self.inner.definitions.write().expect("definitions lock poisoned").insert(hash.to_owned(), wf.clone());
+                Ok(Some(wf))
+            }
+            Err(e) => {
+                tracing::error!(workflow = name, hash, "a stored definition no longer parses: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The definition of workflow `name` whose content hash is `hash` (a saga's
+    /// `workflow_hash`): the one loaded now, one that sagas started with, or one the store
+    /// keeps (read once, then held). `None` when none of them is that workflow's.
+    pub async fn definition(
+        &self,
+        name: &str,
+        hash: &str,
+    ) -> Result<Option<Arc<crate::workflow::Workflow>>, StoreError> {
+        let known = self.inner.definitions.read().expect("definitions lock poisoned").get(hash).cloned();
+        let found = match known {
+            Some(wf) => Some(wf),
+            None => self.load_definition(hash, name).await?,
+        };
+        Ok(found.filter(|wf| wf.name == name))
     }
 
     /// Decide `events` in order on `saga`.
