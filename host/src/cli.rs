@@ -377,6 +377,16 @@ pub enum Command {
     },
     /// Check every workflow against the loaded plugins; list all problems.
     Check,
+    /// Run the workflow test cases (<workflows>/tests/*.test.toml) with time skipped: the
+    /// recorded answers stand in for the plugins, and no store or bus is needed.
+    Test {
+        /// Only the cases of this workflow.
+        workflow: Option<String>,
+        /// Let the loaded plugins answer the commands they handle (the recorded answers
+        /// still stand in for the others); timers stay virtual.
+        #[arg(long = "with-plugins")]
+        with_plugins: bool,
+    },
     /// List the plugins, their commands and schemas.
     Plugins {
         /// Print JSON instead of a table.
@@ -445,6 +455,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             run(&cli, workflow, input, id.clone(), signals, *json).await
         }
         Command::Check => check(&cli).await,
+        Command::Test { workflow, with_plugins } => test(&cli, workflow.as_deref(), *with_plugins).await,
         Command::Serve {
             redis,
             transport,
@@ -1095,6 +1106,69 @@ mod client {
             }
         }
     }
+}
+
+/// `baton test`: every case of every `*.test.toml` under `<workflows>/tests`, one line each;
+/// a failed case says what did not match and prints its history. Exit 1 when one failed.
+async fn test(cli: &Cli, only: Option<&str>, with_plugins: bool) -> anyhow::Result<ExitCode> {
+    let dir = cli.workflows.join("tests");
+    let files = crate::cases::files(&dir).with_context(|| {
+        format!(
+            "cannot read {}: workflow tests are *.test.toml files there (see the README, \"Testing workflows\")",
+            dir.display()
+        )
+    })?;
+    let runtime = if with_plugins { Some(load_runtime(cli).await?.0) } else { None };
+    let (catalog, errors) = match &runtime {
+        Some(r) => load_workflows(&cli.workflows, r)?,
+        None => workflow::load_dir(&cli.workflows, None)
+            .with_context(|| format!("cannot read the workflow directory {}", cli.workflows.display()))?,
+    };
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for file in &files {
+        let (name, cases) = match crate::cases::read(file) {
+            Ok(read) => read,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed += 1;
+                continue;
+            }
+        };
+        if only.is_some_and(|w| w != name) {
+            continue;
+        }
+        for case in &cases {
+            let report = crate::cases::run_case(&catalog, &name, case, runtime.as_ref()).await;
+            let timing = format!(
+                "{} of virtual time in {:.1} ms",
+                workflow::duration::format(report.virtual_time),
+                report.took.as_secs_f64() * 1000.0
+            );
+            if report.mismatches.is_empty() {
+                passed += 1;
+                crate::outln!("ok    {name}: {} ({timing})", report.name);
+            } else {
+                failed += 1;
+                crate::outln!("FAIL  {name}: {} ({timing})", report.name);
+                for m in &report.mismatches {
+                    crate::outln!("      {m}");
+                }
+                crate::outln!("      history:");
+                for line in crate::cases::history_lines(&report.history) {
+                    crate::outln!("        {line}");
+                }
+            }
+        }
+    }
+    if passed + failed == 0 {
+        eprintln!("no test cases{} in {}", only.map(|w| format!(" of {w}")).unwrap_or_default(), dir.display());
+        return Ok(ExitCode::from(1));
+    }
+    crate::outln!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 && errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {

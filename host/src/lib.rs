@@ -25,6 +25,7 @@
 pub mod api;
 pub mod bench;
 pub mod bus;
+pub mod cases;
 pub mod cli;
 pub mod model;
 pub mod node;
