@@ -387,6 +387,21 @@ pub enum Command {
         #[arg(long = "with-plugins")]
         with_plugins: bool,
     },
+    /// Run one command of one plugin file through the real sandbox (limits, manifest, schemas)
+    /// and print what it answered; without --command, list the plugin's commands.
+    TestPlugin {
+        /// The plugin (a .wasm file, with its manifest beside it if it has one).
+        plugin: PathBuf,
+        /// The command to run.
+        #[arg(long)]
+        command: Option<String>,
+        /// Its payload: JSON, or @FILE.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// The attempt the command says it is (what `ctx.attempt` reads).
+        #[arg(long, default_value_t = 1)]
+        attempt: u32,
+    },
     /// List the plugins, their commands and schemas.
     Plugins {
         /// Print JSON instead of a table.
@@ -574,6 +589,9 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { json } => plugins(&cli, *json).await,
+        Command::TestPlugin { plugin, command, input, attempt } => {
+            test_plugin(&cli, plugin, command.as_deref(), input, *attempt).await
+        }
         Command::Bench {
             workflow,
             input,
@@ -1104,6 +1122,61 @@ mod client {
                 },
                 Err(f) => return Err(f.error),
             }
+        }
+    }
+}
+
+/// `baton test-plugin`: one command of one plugin, through the real sandbox. Prints the
+/// result as JSON on stdout and exits 0, or the failure (`{"code", "message", "retryable"}`)
+/// and exits 2; 1 when the plugin does not load or the command is not one of its own.
+async fn test_plugin(
+    cli: &Cli,
+    path: &Path,
+    command: Option<&str>,
+    input: &str,
+    attempt: u32,
+) -> anyhow::Result<ExitCode> {
+    use crate::orchestrator::Clock as _;
+    let runtime = Runtime::new(runtime_config(cli))?;
+    if let Err(e) = runtime.load_file(path).await {
+        eprintln!("error: plugin {} did not load: {e}", path.display());
+        return Ok(ExitCode::from(1));
+    }
+    let plugin = runtime.plugins().into_iter().next().expect("the plugin just loaded");
+    let names: Vec<&str> = plugin.commands.iter().map(|c| c.name.as_str()).collect();
+    let Some(command) = command else {
+        crate::outln!("plugin {} ({}): {}", plugin.name, plugin.contract, names.join(", "));
+        return Ok(ExitCode::SUCCESS);
+    };
+    if !names.contains(&command) {
+        eprintln!("error: plugin {} has no command {command:?}; its commands: {}", plugin.name, names.join(", "));
+        return Ok(ExitCode::from(1));
+    }
+    let payload = read_input(input)?;
+    let key = format!("test-plugin/{command}/forward");
+    let cmd = crate::protocol::CommandMessage {
+        name: command.to_owned(),
+        payload,
+        meta: crate::protocol::Meta {
+            transaction_id: "test-plugin".into(),
+            correlation_id: crate::model::correlation_id(&key, attempt),
+            idempotency_key: key,
+            step: command.to_owned(),
+            attempt,
+            traceparent: None,
+        },
+        timeout_ms: crate::workflow::DEFAULT_TIMEOUT.as_millis() as u64,
+        deadline_ms: 0,
+        start_by_ms: 0,
+    };
+    match runtime.invoke(&cmd, crate::orchestrator::SystemClock.now_ms()).await {
+        crate::protocol::Outcome::Ok(value) => {
+            crate::outln!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        crate::protocol::Outcome::Err(f) => {
+            crate::outln!("{}", serde_json::to_string_pretty(&f)?);
+            Ok(ExitCode::from(2))
         }
     }
 }
