@@ -272,11 +272,11 @@ async fn drive(wf: &Workflow, case: &Case, plugins: Option<&Runtime>, out: &mut 
             out.history.extend(d.history.into_iter().map(|event| HistoryEntry { at: now, revision, event }));
         }
         for effect in d.effects {
-            if let Effect::Dispatch(cmd) = effect {
-                if let Some((after, outcome)) = answer(case, &cmd, plugins, now).await? {
-                    let result = ResultMessage { command: cmd.name.clone(), meta: cmd.meta.clone(), outcome };
-                    push(&mut heap, &mut events, now + after, Event::Result(result));
-                }
+            if let Effect::Dispatch(cmd) = effect
+                && let Some((after, outcome)) = answer(case, &cmd, plugins, now).await?
+            {
+                let result = ResultMessage { command: cmd.name.clone(), meta: cmd.meta.clone(), outcome };
+                push(&mut heap, &mut events, now + after, Event::Result(result));
             }
         }
         if saga.status.is_terminal() {
@@ -320,7 +320,7 @@ async fn answer(
     now: u64,
 ) -> Result<Option<(u64, Outcome)>, String> {
     if let Some(runtime) = plugins
-        && runtime.command_names().iter().any(|c| *c == cmd.name)
+        && runtime.command_names().contains(&cmd.name)
     {
         return Ok(Some((0, runtime.invoke(cmd, now).await)));
     }

@@ -69,6 +69,30 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What `baton new` makes.
+#[derive(Subcommand, Debug)]
+pub enum New {
+    /// A Rust worker crate, DIR/NAME, with one typed command `NAME.hello`.
+    Worker {
+        name: String,
+        /// Where the crate goes.
+        #[arg(long, default_value = "plugins")]
+        dir: PathBuf,
+        /// The guest SDK it depends on [default: the guest-sdk of the repository it is made
+        /// in, else the SDK's git repository].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// A workflow, <workflows>/NAME.toml, whose one step sends COMMAND, and its test cases in
+    /// <workflows>/tests/NAME.test.toml.
+    Workflow {
+        name: String,
+        /// The command its step sends [default: NAME.hello, what `baton new worker NAME` makes].
+        #[arg(long)]
+        command: Option<String>,
+    },
+}
+
 /// The API token: what `baton serve` requires and what the commands that talk to it send.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct TokenArgs {
@@ -387,6 +411,11 @@ pub enum Command {
         #[arg(long = "with-plugins")]
         with_plugins: bool,
     },
+    /// Start a worker or a workflow from a template.
+    New {
+        #[command(subcommand)]
+        what: New,
+    },
     /// Run one command of one plugin file through the real sandbox (limits, manifest, schemas)
     /// and print what it answered; without --command, list the plugin's commands.
     TestPlugin {
@@ -470,6 +499,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             run(&cli, workflow, input, id.clone(), signals, *json).await
         }
         Command::Check => check(&cli).await,
+        Command::New { what } => new(&cli, what),
         Command::Test { workflow, with_plugins } => test(&cli, workflow.as_deref(), *with_plugins).await,
         Command::Serve {
             redis,
@@ -1124,6 +1154,37 @@ mod client {
             }
         }
     }
+}
+
+/// `baton new`: write the files, say what they are and what to do next.
+fn new(cli: &Cli, what: &New) -> anyhow::Result<ExitCode> {
+    let (files, next) = match what {
+        New::Worker { name, dir, sdk } => {
+            let sdk = sdk.clone().or_else(|| crate::scaffold::find_sdk(dir));
+            let files = crate::scaffold::worker(dir, name, sdk.as_deref())?;
+            let file = name.replace('-', "_");
+            let next = format!(
+                "next: cd {} && cargo build --release --target wasm32-wasip2\n      baton test-plugin target/wasm32-wasip2/release/{file}.wasm --command {file}.hello --input '{{\"name\": \"Ada\"}}'\n      then copy the .wasm into the host's plugins directory, and `baton new workflow {name}`",
+                dir.join(name).display()
+            );
+            (files, next)
+        }
+        New::Workflow { name, command } => {
+            let command = command.clone().unwrap_or_else(|| format!("{}.hello", name.replace('-', "_")));
+            let files = crate::scaffold::workflow(&cli.workflows, name, &command)?;
+            (
+                files,
+                format!(
+                    "next: baton test {name}    (the cases, with time skipped)\n      baton check        (the workflow against the loaded plugins)\n      baton run {name} --input '{{\"who\": \"Ada\"}}'"
+                ),
+            )
+        }
+    };
+    for f in &files {
+        crate::outln!("wrote {}", f.display());
+    }
+    crate::outln!("{next}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `baton test-plugin`: one command of one plugin, through the real sandbox. Prints the

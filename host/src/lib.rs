@@ -35,6 +35,7 @@ pub mod protocol;
 mod redis_conn;
 pub mod reload;
 pub mod runtime;
+pub mod scaffold;
 pub mod serve;
 pub mod store;
 pub mod view;
