@@ -175,3 +175,99 @@ impl Drop for Worker {
         let _ = self.child.wait();
     }
 }
+
+/// `<target>/py-wasm-venv`: a venv with componentize-py, beside [`venv_dir`]'s.
+fn wasm_venv_dir() -> PathBuf {
+    venv_dir().with_file_name("py-wasm-venv")
+}
+
+/// The componentize-py release the SDK's build command is tested with
+/// (`baton_worker.build.COMPONENTIZE_PY`).
+pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.*";
+
+/// The interpreter of a venv with componentize-py, made on first use like [`python`]'s
+/// (`python3 -m venv`, `pip install componentize-py`): what `python -m baton_worker.build`
+/// runs with in the tests.
+pub fn componentize_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    static MAKING: Mutex<()> = Mutex::new(());
+    if let Some(p) = PYTHON.get() {
+        return p.clone();
+    }
+    let _guard = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    PYTHON.get_or_init(make_wasm_venv).clone()
+}
+
+fn make_wasm_venv() -> PathBuf {
+    let dir = wasm_venv_dir();
+    let bin = dir.join("bin/python");
+    let works = || {
+        Command::new(&bin)
+            .args(["-c", "import componentize_py"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if works() {
+        return bin;
+    }
+    let base = std::env::var("BATON_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let tmp = dir.with_file_name(format!("py-wasm-venv.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let run = |cmd: &mut Command, what: &str| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run it: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        Command::new(&base).args(["-m", "venv"]).arg(&tmp),
+        &format!("{base} -m venv {} (set BATON_TEST_PYTHON to a CPython 3.9+ with venv)", tmp.display()),
+    );
+    run(
+        Command::new(tmp.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            COMPONENTIZE_PY,
+        ]),
+        "pip install componentize-py (the Python component tests need PyPI, once)",
+    );
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    assert!(works(), "{} has no componentize-py after its venv was made", bin.display());
+    bin
+}
+
+/// Build the WebAssembly component of `module` (a `.py` file) into `out` with the SDK's
+/// `python -m baton_worker.build`, with `paths` on its import path; panics with the
+/// tool's output when it fails.
+pub fn build_component(module: &Path, paths: &[&Path], out: &Path) {
+    let mut cmd = Command::new(componentize_python());
+    cmd.current_dir(crate::root())
+        .env("PYTHONPATH", sdk_dir())
+        .env_remove("VIRTUAL_ENV")
+        .args(["-m", "baton_worker.build", "--quiet"])
+        .arg(module)
+        .arg("-o")
+        .arg(out);
+    for p in paths {
+        cmd.arg("-p").arg(p);
+    }
+    let ran = cmd.output().expect("run python -m baton_worker.build");
+    assert!(
+        ran.status.success(),
+        "python -m baton_worker.build {} failed ({}):\n{}\n{}",
+        module.display(),
+        ran.status,
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}

@@ -13,8 +13,10 @@ Decorate the functions that perform your commands, then serve them::
 and run ``python -m baton_worker.bus --module app --redis redis://127.0.0.1:6379``
 (or ``baton_worker.bus.run(...)`` from your own code). The handler API in this module imports
 nothing beyond the standard library and knows nothing of the transport: ``baton_worker.bus``
-serves the registered functions over Baton's Redis Streams bus (docs/PROTOCOL.md), and the
-same functions are meant to run as a WebAssembly component too.
+serves the registered functions over Baton's Redis Streams bus (docs/PROTOCOL.md), and
+``python -m baton_worker.build app.py -o app.wasm`` builds them into a WebAssembly plugin the
+host runs itself (``baton_worker.component`` is its glue; it needs componentize-py's bindings,
+so nothing here imports it).
 """
 
 from .handlers import Context, Failure, Registry, command, registry

@@ -58,6 +58,14 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// [`Runtime::new`]).
 const KEEP_RESIDENT: usize = 2 << 20;
 
+/// Most core instances one component may instantiate (a Python component takes 14, a Rust one
+/// 3); the pool holds this many per instance slot. See [`Runtime::new`].
+const MAX_CORE_INSTANCES: u32 = 16;
+/// Most linear memories one component may define (Python and Rust components define 1).
+const MAX_MEMORIES: u32 = 2;
+/// Most tables one component may define (Python and Rust components define 2).
+const MAX_TABLES: u32 = 4;
+
 /// Slots decommitted together. One: what a command used past [`KEEP_RESIDENT`] goes back to
 /// the system as the command ends, so the memory budget's accounting is the process's
 /// (batching would leave up to cores x (batch - 1) big slots resident after their budget was
@@ -462,13 +470,25 @@ impl Runtime {
         cfg.epoch_interruption(true);
         let n = config.max_instances;
         let mut pool = PoolingAllocationConfig::new();
-        // A Rust wasip2 component instantiates a handful of core modules (the program, the
-        // WASI adapter, shims), each with up to one memory and a table or two: size the pool
-        // for `n` such components at once.
+        // What one component instantiates, by the language it was written in:
+        // - Rust (wasm32-wasip2): 3 core instances (the program, the WASI adapter, a shim),
+        //   1 memory, 2 tables;
+        // - Python (componentize-py 0.25): 14 core instances (CPython, libc and the other
+        //   dynamically linked libraries, their shims), 1 memory (about 12.4 MiB to start,
+        //   within the default 64 MiB limit) and 2 tables (the largest about 5,700 funcrefs,
+        //   within the pool's 20,000 per table).
+        // The per-component maxima admit any of these with room to spare (16 core instances,
+        // 2 memories, 4 tables) and stop one odd component from taking a large share of the
+        // pool; the totals let `n` of the largest (Python) run at once, so the pool runs out
+        // of component slots first, whatever the mix. A core-instance slot is address space,
+        // not memory, until an instance uses it; memories and tables are unchanged.
         pool.total_component_instances(n)
-            .total_core_instances(n * 8)
-            .total_memories(n * 2)
-            .total_tables(n * 4)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES)
+            .max_memories_per_component(MAX_MEMORIES)
+            .max_tables_per_component(MAX_TABLES)
+            .total_core_instances(n * MAX_CORE_INSTANCES)
+            .total_memories(n * MAX_MEMORIES)
+            .total_tables(n * MAX_TABLES)
             .total_stacks(n)
             .max_memory_size(config.memory_limit.max(1 << 20))
             // A slot is reused thousands of times a second. Resetting it with madvise costs a

@@ -1,0 +1,270 @@
+//! Python workers as WebAssembly components, through the real `baton` binary: the SDK's
+//! `python -m baton_worker.build` builds `tests/polyglot/probe.py` (the greeter example's
+//! commands and some that fail) once per test binary (kept across runs while its sources stay
+//! the same), with componentize-py installed under the target directory on first use; it is put in a plugin directory with the Rust plugins the
+//! workflows use, and the host lists it, runs it, and maps its failures.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use baton_tests::{PLUGINS_DIR, baton, python, root, run, step};
+use serde_json::{Value, json};
+
+/// The plugin directory: the Python component `pyprobe.wasm`, with `testkit` and
+/// `notification` (Rust). The first call builds the component, unless a build of the same
+/// sources is kept from an earlier run ([`component`]), then lists the plugins, which
+/// compiles it into the shared cache: the tests after it load it compiled.
+fn plugins() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target().join("polyglot-plugins");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the plugin directory");
+        for rust in ["testkit.wasm", "notification.wasm"] {
+            std::fs::copy(Path::new(PLUGINS_DIR).join(rust), dir.join(rust)).expect("copy a Rust plugin");
+        }
+        std::fs::copy(component(), dir.join("pyprobe.wasm")).expect("copy the Python component");
+        let started = Instant::now();
+        let listed = run(baton().env("BATON_PLUGINS", &dir).arg("plugins"));
+        assert_eq!(listed.code, 0, "{listed}");
+        eprintln!("first load of the plugins (a compile, or from the cache) in {:.1?}", started.elapsed());
+        dir
+    })
+}
+
+/// `target/<profile>`.
+fn target() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned()
+}
+
+/// The component of `tests/polyglot/probe.py`, built with `python -m baton_worker.build`.
+/// componentize-py's output differs from build to build (and so would its compiled cache
+/// entry), so a build is kept under `target/<profile>/polyglot-build/`, named by a hash of
+/// everything that goes into it: the two modules, the SDK's Python files, the contract and
+/// the componentize-py release. A change to any of them builds again.
+fn component() -> PathBuf {
+    use sha2::Digest as _;
+    let sdk = python::sdk_dir().join("baton_worker");
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&sdk)
+        .expect("read the SDK")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "py"))
+        .collect();
+    inputs.sort();
+    inputs.extend([
+        root().join("tests/polyglot/probe.py"),
+        root().join("plugins/python/greeter/greeter.py"),
+        root().join("wit/saga.wit"),
+    ]);
+    let mut hash = sha2::Sha256::new();
+    hash.update(python::COMPONENTIZE_PY);
+    for p in &inputs {
+        hash.update(p.strip_prefix(root()).unwrap_or(p).to_string_lossy().as_bytes());
+        hash.update(std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())));
+    }
+    let key: String = hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dir = target().join("polyglot-build");
+    let out = dir.join(format!("pyprobe-{key}.wasm"));
+    if out.is_file() {
+        return out;
+    }
+    std::fs::create_dir_all(&dir).expect("create the build directory");
+    let tmp = dir.join(format!("pyprobe-{key}.wasm.tmp-{}", std::process::id()));
+    let started = Instant::now();
+    python::build_component(&root().join("tests/polyglot/probe.py"), &[&root().join("plugins/python/greeter")], &tmp);
+    let size = std::fs::metadata(&tmp).expect("the built component").len();
+    eprintln!("built pyprobe.wasm ({:.1} MB) in {:.1?}", size as f64 / 1e6, started.elapsed());
+    std::fs::rename(&tmp, &out).expect("keep the built component");
+    out
+}
+
+/// `baton run WORKFLOW` with the plugins above, the workflows in `workflows`, and `input`.
+fn run_saga(workflows: &Path, workflow: &str, input: &str) -> (i32, Value) {
+    let ran = run(baton()
+        .env("BATON_PLUGINS", plugins())
+        .env("BATON_WORKFLOWS", workflows)
+        .args(["run", workflow, "--input", input, "--json"]));
+    (ran.code, ran.json())
+}
+
+/// A directory holding one workflow, `name.toml` with `text`.
+fn workflow(name: &str, text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(format!("{name}.toml")), text).expect("write the workflow");
+    dir
+}
+
+#[test]
+fn plugins_lists_the_python_component_with_its_commands() {
+    let ran = run(baton().env("BATON_PLUGINS", plugins()).args(["plugins", "--json"]));
+    assert_eq!(ran.code, 0, "{ran}");
+    let listed = ran.json();
+    let probe = listed
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "pyprobe"))
+        .unwrap_or_else(|| panic!("no pyprobe plugin in {listed:#}"));
+    assert_eq!(probe["contract"], "baton:saga@0.2.0");
+    let names: Vec<&str> = probe["commands"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["greeter.hello", "probe.crash", "probe.decline", "probe.exit", "probe.flaky"]);
+    // The schemas given to @command come through `describe` as JSON text.
+    let hello = &probe["commands"][0];
+    let schema: Value = serde_json::from_str(hello["input_schema"].as_str().unwrap()).unwrap();
+    assert_eq!(schema["required"], json!(["name"]));
+    assert!(hello["output_schema"].as_str().unwrap().contains("greeting"), "{hello:#}");
+    assert_eq!(probe["commands"][1]["input_schema"], Value::Null);
+}
+
+#[test]
+fn the_greet_example_completes_with_the_python_handlers_output() {
+    // The example's own workflow, beside its plugin: greet in Python, notify in Rust.
+    let (code, saga) = run_saga(&root().join("plugins/python/greeter"), "greet", r#"{"name": "Ada", "lang": "fr"}"#);
+    assert_eq!(code, 0, "{saga:#}");
+    assert_eq!(saga["status"], "completed");
+    let welcome = step(&saga, "welcome");
+    assert_eq!(welcome["output"]["greeting"], "Bonjour, Ada!", "{welcome:#}");
+    assert_eq!(welcome["output"]["attempt"], 1);
+    // The context carried the saga's id.
+    assert_eq!(welcome["output"]["saga"], saga["id"]);
+    assert_eq!(saga["output"], json!({"to": "Ada", "message": "Bonjour, Ada!"}));
+
+    // A Failure.fatal of the example (the input schema lets an empty name through).
+    let (code, saga) = run_saga(&root().join("plugins/python/greeter"), "greet", r#"{"name": " "}"#);
+    assert_eq!(code, 2, "{saga:#}");
+    let welcome = step(&saga, "welcome");
+    assert_eq!(welcome["error"]["code"], "no_name", "{welcome:#}");
+    assert_eq!(welcome["attempts"], 1, "a fatal failure is not retried: {welcome:#}");
+}
+
+#[test]
+fn an_uncaught_exception_is_the_failure_internal_with_its_traceback_and_the_host_goes_on() {
+    let dir = workflow(
+        "crash",
+        r#"
+name = "crash"
+[defaults]
+timeout = "10s"
+retry = { attempts = 3, backoff = "10ms", max_backoff = "10ms" }
+
+[[step]]
+name = "first"
+command = "testkit.echo"
+compensate = "testkit.echo"
+
+[[step]]
+name = "crash"
+command = "probe.crash"
+input = "{ 'numerator': 7 }"
+catch = [{ errors = ["internal"], next = "exit" }]
+
+[[step]]
+name = "skipped"
+command = "probe.decline"
+input = "{ 'code': 'skipped', 'message': 'the catch jumps over this step' }"
+
+[[step]]
+name = "exit"
+command = "probe.exit"
+catch = [{ errors = ["internal"], next = "after" }]
+
+[[step]]
+name = "after"
+command = "greeter.hello"
+input = "{ 'name': 'again' }"
+"#,
+    );
+    let (code, saga) = run_saga(dir.path(), "crash", "{}");
+    assert_eq!(code, 0, "{saga:#}");
+    let crash = step(&saga, "crash");
+    assert_eq!(crash["status"], "failed");
+    assert_eq!(crash["attempts"], 1, "internal is permanent: {crash:#}");
+    assert_eq!(crash["error"]["code"], "internal", "{crash:#}");
+    let message = crash["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("ZeroDivisionError: division by zero (uncaught in the handler of probe.crash)"),
+        "{message}"
+    );
+    // The traceback, down to the line that raised.
+    for frame in ["Traceback (most recent call last)", "in crash", "in _ratio", "in _divide"] {
+        assert!(message.contains(frame), "no {frame:?} in {message}");
+    }
+    // SystemExit, which the registry lets through, is caught by the component's glue.
+    let exit = step(&saga, "exit");
+    assert_eq!(exit["error"]["code"], "internal", "{exit:#}");
+    let message = exit["error"]["message"].as_str().unwrap();
+    assert!(message.contains("SystemExit") && message.contains("probe.exit"), "{message}");
+    // Neither trapped the host: the same process ran the next Python command.
+    assert!(saga["steps"].as_array().unwrap().iter().all(|s| s["name"] != "skipped"), "{saga:#}");
+    assert_eq!(step(&saga, "after")["output"]["greeting"], "Hello, again!");
+}
+
+#[test]
+fn fatal_fails_at_once_and_retryable_is_retried_up_to_the_policy() {
+    let dir = workflow(
+        "retries",
+        r#"
+name = "retries"
+[defaults]
+timeout = "10s"
+retry = { attempts = 3, backoff = "10ms", max_backoff = "10ms" }
+
+[[step]]
+name = "first"
+command = "testkit.echo"
+compensate = "testkit.echo"
+
+[[step]]
+name = "flaky"
+command = "probe.flaky"
+input = "{ 'succeed_on': 3 }"
+
+[[step]]
+name = "exhausted"
+command = "probe.flaky"
+input = "{ 'succeed_on': 99 }"
+catch = [{ errors = ["busy"], next = "decline" }]
+
+[[step]]
+name = "skipped"
+command = "testkit.echo"
+
+[[step]]
+name = "decline"
+command = "probe.decline"
+input = "{ 'code': 'card_declined', 'message': 'the card was declined' }"
+"#,
+    );
+    plugins(); // built and compiled before the clock starts
+    let started = Instant::now();
+    let (code, saga) = run_saga(dir.path(), "retries", "{}");
+    let took = started.elapsed();
+    assert_eq!(code, 2, "{saga:#}");
+    assert_eq!(saga["status"], "compensated");
+
+    // Retryable: tried again, with the same idempotency key, until it passed on the third.
+    let flaky = step(&saga, "flaky");
+    assert_eq!(flaky["status"], "completed", "{flaky:#}");
+    assert_eq!(flaky["attempts"], 3);
+    assert_eq!(flaky["output"]["attempt"], 3);
+    assert!(flaky["output"]["idempotency_key"].as_str().unwrap().contains("flaky"), "{flaky:#}");
+
+    // Retryable past the policy's attempts: failed with the handler's code and message.
+    let exhausted = step(&saga, "exhausted");
+    assert_eq!(exhausted["status"], "failed");
+    assert_eq!(exhausted["attempts"], 3, "{exhausted:#}");
+    assert_eq!(exhausted["error"]["code"], "busy");
+    assert_eq!(exhausted["error"]["message"], "attempt 3 of exhausted: try again");
+
+    // Fatal: failed at its first attempt though the policy allows three; the saga compensated
+    // the Rust step before it.
+    let decline = step(&saga, "decline");
+    assert_eq!(decline["attempts"], 1, "{decline:#}");
+    assert_eq!(decline["error"], json!({"code": "card_declined", "message": "the card was declined"}));
+    assert_eq!(saga["error"]["code"], "card_declined");
+    assert_eq!(step(&saga, "first")["compensation"]["status"], "completed");
+
+    // Eight Python instances (3 + 3 + 1, and describe) in one process: instantiating from the
+    // cache is quick, not a compile per run.
+    assert!(took < Duration::from_secs(10), "the run took {took:?}");
+}
