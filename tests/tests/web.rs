@@ -58,7 +58,10 @@ compensate_input = "{ 'calls': [{ 'call': 'spin', 'ms': 700 }] }"
 fn workflows() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(baton_tests::root().join("workflows")).unwrap().flatten() {
-        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        // Files only: `workflows/tests/` holds the workflows' test cases.
+        if e.path().is_file() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
     }
     std::fs::write(dir.path().join("ui_undo.toml"), UI_UNDO).unwrap();
     dir
