@@ -36,20 +36,29 @@ pub fn python() -> PathBuf {
 }
 
 fn make_venv() -> PathBuf {
-    let dir = venv_dir();
+    make(
+        &venv_dir(),
+        &["redis>=4.2", "opentelemetry-proto>=1.20"],
+        "import redis, opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+        "the outside-worker and trace tests",
+    )
+}
+
+/// The interpreter of a venv at `dir` whose `probe` (Python code) runs, made first when it
+/// does not: `python3 -m venv` (or `$BATON_TEST_PYTHON`) beside it, `pip install packages`,
+/// then renamed into place (another process making it at the same time loses the rename and
+/// uses the winner's). `needed_by` says which tests need PyPI, in the panic when pip fails.
+fn make(dir: &Path, packages: &[&str], probe: &str, needed_by: &str) -> PathBuf {
     let bin = dir.join("bin/python");
-    let has_redis = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import redis, opentelemetry.proto.collector.trace.v1.trace_service_pb2"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    let works = |python: &Path| {
+        Command::new(python).args(["-c", probe]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
     };
-    if has_redis(&bin) {
+    if works(&bin) {
         return bin;
     }
     let base = std::env::var("BATON_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let tmp = dir.with_file_name(format!("py-venv.tmp-{}", std::process::id()));
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("venv");
+    let tmp = dir.with_file_name(format!("{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let run = |cmd: &mut Command, what: &str| {
         let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run it: {e}"));
@@ -66,22 +75,16 @@ fn make_venv() -> PathBuf {
         &format!("{base} -m venv {} (set BATON_TEST_PYTHON to a CPython 3.9+ with venv)", tmp.display()),
     );
     run(
-        Command::new(tmp.join("bin/python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "redis>=4.2",
-            "opentelemetry-proto>=1.20",
-        ]),
-        "pip install redis opentelemetry-proto (the outside-worker and trace tests need PyPI, once)",
+        Command::new(tmp.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(packages),
+        &format!("pip install {} ({needed_by} need PyPI, once)", packages.join(" ")),
     );
-    if std::fs::rename(&tmp, &dir).is_err() {
+    if std::fs::rename(&tmp, dir).is_err() {
         // Someone else made it meanwhile.
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    assert!(has_redis(&bin), "{} has no redis-py or opentelemetry-proto after it was made", bin.display());
+    assert!(works(&bin), "{} cannot run {probe:?} after its venv was made", bin.display());
     bin
 }
 
@@ -199,51 +202,7 @@ pub fn componentize_python() -> PathBuf {
 }
 
 fn make_wasm_venv() -> PathBuf {
-    let dir = wasm_venv_dir();
-    let bin = dir.join("bin/python");
-    let works = || {
-        Command::new(&bin)
-            .args(["-c", "import componentize_py"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if works() {
-        return bin;
-    }
-    let base = std::env::var("BATON_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let tmp = dir.with_file_name(format!("py-wasm-venv.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let run = |cmd: &mut Command, what: &str| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run it: {e}"));
-        assert!(
-            out.status.success(),
-            "{what} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(
-        Command::new(&base).args(["-m", "venv"]).arg(&tmp),
-        &format!("{base} -m venv {} (set BATON_TEST_PYTHON to a CPython 3.9+ with venv)", tmp.display()),
-    );
-    run(
-        Command::new(tmp.join("bin/python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            COMPONENTIZE_PY,
-        ]),
-        "pip install componentize-py (the Python component tests need PyPI, once)",
-    );
-    if std::fs::rename(&tmp, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    assert!(works(), "{} has no componentize-py after its venv was made", bin.display());
-    bin
+    make(&wasm_venv_dir(), &[COMPONENTIZE_PY], "import componentize_py", "the Python component tests")
 }
 
 /// Build the WebAssembly component of `module` (a `.py` file) into `out` with the SDK's
