@@ -72,7 +72,7 @@ pub(super) async fn events(State(live): State<Live>, Query(q): Query<EventsQuery
     // Subscribed before the first `resync` goes out: nothing committed after it is missed.
     let changes = live.orchestrator.changes();
     let first = futures_util::stream::once(async { Ok::<_, Infallible>(resync(0)) });
-    let rest = futures_util::stream::unfold((changes, filter, live.stopping), next_event);
+    let rest = futures_util::stream::unfold((changes, filter, live.stopping, Seen::default()), next_event);
     let stream = futures_util::StreamExt::chain(first, rest);
     let mut response =
         Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response();
@@ -81,24 +81,55 @@ pub(super) async fn events(State(live): State<Live>, Query(q): Query<EventsQuery
     Ok(response)
 }
 
-type StreamState = (broadcast::Receiver<Arc<Saga>>, Filter, watch::Receiver<bool>);
+/// Most sagas whose last revision a stream remembers; past this it forgets them all (a
+/// stale record could then slip through once).
+const MAX_SEEN: usize = 50_000;
+
+/// The newest revision this stream has seen of each saga. Two commits of one saga can reach
+/// the broadcast out of order (each is sent after its own commit returns, by whichever task
+/// made it), so a record older than one already seen is skipped: the newer one holds its
+/// changes.
+#[derive(Default)]
+pub(super) struct Seen(std::collections::HashMap<String, u64>);
+
+impl Seen {
+    /// Whether `saga` is newer than anything seen of it (and note it).
+    fn newer(&mut self, saga: &Saga) -> bool {
+        if self.0.len() >= MAX_SEEN && !self.0.contains_key(&saga.id) {
+            self.0.clear();
+        }
+        match self.0.get_mut(&saga.id) {
+            Some(rev) if *rev >= saga.revision => false,
+            Some(rev) => {
+                *rev = saga.revision;
+                true
+            }
+            None => {
+                self.0.insert(saga.id.clone(), saga.revision);
+                true
+            }
+        }
+    }
+}
+
+type StreamState = (broadcast::Receiver<Arc<Saga>>, Filter, watch::Receiver<bool>, Seen);
 
 /// The next event for the stream: a saga the filter takes, or a `resync` after a lag; `None`
 /// (the end of the stream) when the host stops.
 async fn next_event(state: StreamState) -> Option<(Result<Event, Infallible>, StreamState)> {
-    let (mut changes, filter, mut stopping) = state;
+    let (mut changes, filter, mut stopping, mut seen) = state;
     loop {
         let received = tokio::select! {
             r = changes.recv() => r,
             _ = stopping.wait_for(|stop| *stop) => return None,
         };
         let event = match received {
-            Ok(saga) if filter.takes(&saga) => saga_event(&saga),
+            Ok(saga) if seen.newer(&saga) && filter.takes(&saga) => saga_event(&saga),
             Ok(_) => continue,
             Err(RecvError::Lagged(missed)) => resync(missed),
             Err(RecvError::Closed) => return None,
         };
-        return Some((Ok(event), (changes, filter, stopping)));
+        return Some((Ok(event), (changes, filter, stopping, seen)));
     }
 }
 
@@ -129,6 +160,20 @@ mod tests {
         .expect("a saga record");
         s.status = status;
         s
+    }
+
+    #[test]
+    fn an_older_record_of_a_saga_than_one_sent_is_skipped() {
+        let mut seen = Seen::default();
+        let mut s = saga("order", SagaStatus::Running);
+        s.revision = 4;
+        assert!(seen.newer(&s));
+        s.revision = 3;
+        assert!(!seen.newer(&s), "revision 3 came after 4: skipped");
+        s.revision = 4;
+        assert!(!seen.newer(&s), "the same revision twice: skipped");
+        s.revision = 5;
+        assert!(seen.newer(&s));
     }
 
     #[test]
