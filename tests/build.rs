@@ -19,7 +19,7 @@ fn main() {
         plugins.join("Cargo.toml"),
         plugins.join("Cargo.lock"),
         plugins.join(".cargo"),
-        root.join("guest-sdk"),
+        root.join("guest-sdk/rust"),
         root.join("wit"),
     ] {
         println!("cargo:rerun-if-changed={}", p.display());

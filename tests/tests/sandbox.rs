@@ -184,5 +184,5 @@ fn plugins_lists_commands_and_schemas() {
 fn a_missing_plugin_directory_says_how_to_build_it() {
     let ran = run(baton().env("BATON_PLUGINS", "/nonexistent/plugins").args(["run", "order", "--input", "{}"]));
     assert_eq!(ran.code, 1, "{ran}");
-    assert!(ran.stderr.contains("cd plugins && cargo build --release"), "{ran}");
+    assert!(ran.stderr.contains("cd plugins && cargo build --release --target wasm32-wasip2"), "{ran}");
 }

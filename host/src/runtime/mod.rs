@@ -548,7 +548,7 @@ impl Runtime {
     pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<Vec<PluginError>> {
         let entries = std::fs::read_dir(dir).with_context(|| {
             format!(
-                "cannot read the plugin directory {}: build the example plugins with `cd plugins && cargo build --release`, or point --plugins (BATON_PLUGINS) at a directory of .wasm files",
+                "cannot read the plugin directory {}: build the example plugins with `cd plugins && cargo build --release --target wasm32-wasip2`, or point --plugins (BATON_PLUGINS) at a directory of .wasm files",
                 dir.display()
             )
         })?;

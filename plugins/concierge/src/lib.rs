@@ -214,6 +214,27 @@ mod tests {
     }
 
     #[test]
+    fn book_runs_the_trip_as_a_sub_saga_and_returns_its_output() {
+        use baton_guest::testing::{Call, Worker};
+        let mut worker = Worker::new(register);
+        worker.saga(TRIP_WORKFLOW, |input| Ok(json!({ "hotel": format!("hotel in {}", input["destination"]) })));
+        let booked = worker.call("concierge.book", &json!({"traveller": "Ada", "from": "London", "to": "Lisbon"}));
+        assert_eq!(
+            booked.unwrap(),
+            json!({"summary": "Ada travels from London to Lisbon for 2 nights: booked.", "trip": {"hotel": "hotel in \"Lisbon\""}})
+        );
+        let [Call::RunSaga { workflow, input }] = &worker.calls()[..] else { panic!("{:?}", worker.calls()) };
+        assert_eq!((workflow.as_str(), &input["trip_id"]), (TRIP_WORKFLOW, &json!("test-saga")));
+
+        // A trip that compensated fails the command with its code.
+        worker.saga(TRIP_WORKFLOW, |_| Err(Failure::permanent("no_car", "no car in Venice")));
+        let f =
+            worker.call("concierge.book", &json!({"traveller": "Ada", "from": "Rome", "to": "Venice"})).unwrap_err();
+        assert_eq!((f.code.as_str(), f.retryable), ("no_car", false));
+        assert_eq!(f.message, "the trip from Rome to Venice could not be booked: no car in Venice");
+    }
+
+    #[test]
     fn the_schemas_are_json_and_match_the_limits() {
         let input: Value = serde_json::from_str(INPUT_SCHEMA).unwrap();
         assert_eq!(input["properties"]["nights"]["maximum"], MAX_NIGHTS);

@@ -226,7 +226,12 @@ fn fetch(f: Fetch, _: &Context) -> Result<Value, Failure> {
 fn register(r: &mut Registry) {
     r.command_with_schema("testkit.echo", echo, Some(r#"{"type":"object"}"#), Some(r#"{"type":"object"}"#));
     r.command_with_schema("testkit.amount", echo, Some(AMOUNT_SCHEMA), None);
-    r.command_with_schema("testkit.reply", reply, Some(r#"{"type":"object","required":["reply"]}"#), Some(REPLY_OUTPUT));
+    r.command_with_schema(
+        "testkit.reply",
+        reply,
+        Some(r#"{"type":"object","required":["reply"]}"#),
+        Some(REPLY_OUTPUT),
+    );
     r.typed("testkit.undo", undo);
     r.command("testkit.config", config);
     r.command("testkit.fetch", fetch);

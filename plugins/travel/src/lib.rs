@@ -134,22 +134,12 @@ baton_guest::worker! {
 
 #[cfg(test)]
 mod tests {
-    use baton_guest::__bindings::baton::saga::types::{Command, Meta};
     use serde_json::{Value, json};
 
-    /// Run a command through the SDK's dispatch, JSON in and JSON out, as the host would.
+    /// Run a command as the host would, JSON in and JSON out (`baton_guest::testing`).
     fn call(name: &str, payload: &Value) -> Result<Value, (String, String, bool)> {
-        let meta = Meta {
-            transaction_id: "t-1".into(),
-            correlation_id: "c-1".into(),
-            idempotency_key: "k-1".into(),
-            step: "s".into(),
-            attempt: 1,
-            traceparent: None,
-        };
-        let cmd = Command { name: name.into(), payload: payload.to_string(), meta };
-        baton_guest::__private::handle(super::__baton_register, cmd)
-            .map(|out| serde_json::from_str(&out).expect("output is JSON"))
+        baton_guest::testing::Worker::new(super::baton_commands)
+            .call(name, payload)
             .map_err(|f| (f.code, f.message, f.retryable))
     }
 

@@ -28,7 +28,8 @@
 //! ```
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release` and drop the `.wasm` into the
-//! host's plugin directory.
+//! host's plugin directory. Test with `cargo test`: on the native target, [`testing::Worker`]
+//! calls the commands as the host would.
 //!
 //! # Running a sub-saga
 //!
@@ -83,6 +84,8 @@
 //! - [`saga`]: start, run, signal and read sagas from a handler.
 //! - [`config`]: a config value the plugin's manifest grants (an API key, a region).
 //! - [`http`]: outbound HTTP to the hosts the plugin's manifest allows.
+//! - [`testing`]: call the commands in a native `cargo test`, without a host, with the
+//!   answers of sub-sagas and outbound requests given by the test.
 //!
 //! # Contract
 //!
@@ -96,11 +99,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub mod http;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 #[doc(hidden)]
 pub mod __bindings {
     wit_bindgen::generate!({
-        path: "../wit/saga.wit",
+        path: "../../wit/saga.wit",
         world: "worker-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_worker_plugin",
@@ -308,6 +313,19 @@ impl Registry {
         self.add(name, handler, Some(Box::new(text::<I>)), Some(Box::new(text::<O>)))
     }
 
+    /// Run the handler of `ctx.command` on `payload` (JSON text): its result as JSON text,
+    /// or its failure (`unknown_command` when no handler has that name).
+    fn dispatch(&self, ctx: &Context, payload: &str) -> Result<String, Failure> {
+        let Some(entry) = self.entries.iter().find(|e| e.name == ctx.command) else {
+            let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+            return Err(Failure::permanent(
+                "unknown_command",
+                format!("this worker does not handle {:?} (it handles: {})", ctx.command, known.join(", ")),
+            ));
+        };
+        (entry.handler)(payload, ctx)
+    }
+
     fn add<I, O, F>(
         &mut self,
         name: &str,
@@ -384,9 +402,39 @@ pub mod saga {
     use serde::de::DeserializeOwned;
     use serde_json::Value;
 
-    use super::__bindings::baton::saga::orchestrator as wit;
-    use super::__bindings::baton::saga::types::Failure as WitFailure;
     use super::Failure;
+
+    /// The `orchestrator` import inside a component.
+    #[cfg(target_arch = "wasm32")]
+    mod backend {
+        use super::super::__bindings::baton::saga::orchestrator as wit;
+        use super::super::__bindings::baton::saga::types::Failure as WitFailure;
+        use super::Failure;
+
+        fn from_wit(f: WitFailure) -> Failure {
+            Failure { code: f.code, message: f.message, retryable: f.retryable }
+        }
+
+        pub(super) fn run_saga(workflow: &str, input: &str) -> Result<String, Failure> {
+            wit::run_saga(workflow, input).map_err(from_wit)
+        }
+
+        pub(super) fn start_saga(workflow: &str, input: &str, id: Option<&str>) -> Result<String, Failure> {
+            wit::start_saga(workflow, input, id).map_err(from_wit)
+        }
+
+        pub(super) fn signal_saga(id: &str, name: &str, payload: &str) -> Result<(), Failure> {
+            wit::signal_saga(id, name, payload).map_err(from_wit)
+        }
+
+        pub(super) fn get_saga(id: &str) -> Result<String, Failure> {
+            wit::get_saga(id).map_err(from_wit)
+        }
+    }
+
+    /// On the native target (tests), what the test's [`crate::testing::Worker`] answers.
+    #[cfg(not(target_arch = "wasm32"))]
+    use crate::testing::fake as backend;
 
     /// Start (or re-attach to) a saga of `workflow` with `input`, wait for its end and
     /// return its output. A saga that compensated or failed is a permanent failure with the
@@ -405,7 +453,7 @@ pub mod saga {
         Out: DeserializeOwned,
     {
         let input = to_json("saga::run", "input", input)?;
-        let output = wit::run_saga(workflow, &input).map_err(from_wit)?;
+        let output = backend::run_saga(workflow, &input)?;
         serde_json::from_str(&output).map_err(|e| {
             Failure::permanent(
                 "invalid_output",
@@ -430,7 +478,7 @@ pub mod saga {
         In: Serialize + ?Sized,
     {
         let input = to_json("saga::start", "input", input)?;
-        wit::start_saga(workflow, &input, id).map_err(from_wit)
+        backend::start_saga(workflow, &input, id)
     }
 
     /// Send signal `name` with `payload` to saga `id`.
@@ -446,7 +494,7 @@ pub mod saga {
         P: Serialize + ?Sized,
     {
         let payload = to_json("saga::signal", "payload", payload)?;
-        wit::signal_saga(id, name, &payload).map_err(from_wit)
+        backend::signal_saga(id, name, &payload)
     }
 
     /// Saga `id`'s record, as `GET /v1/sagas/{id}` returns it: `status`, `output`, `error`,
@@ -459,7 +507,7 @@ pub mod saga {
     /// # Ok(()) }
     /// ```
     pub fn get(id: &str) -> Result<Value, Failure> {
-        let record = wit::get_saga(id).map_err(from_wit)?;
+        let record = backend::get_saga(id)?;
         serde_json::from_str(&record).map_err(|e| {
             Failure::permanent("invalid_output", format!("saga::get({id:?}): the record is not JSON: {e}"))
         })
@@ -469,10 +517,6 @@ pub mod saga {
         serde_json::to_string(value).map_err(|e| {
             Failure::permanent("invalid_input", format!("{call}: the {what} is not serialisable as JSON: {e}"))
         })
-    }
-
-    fn from_wit(f: WitFailure) -> Failure {
-        Failure { code: f.code, message: f.message, retryable: f.retryable }
     }
 }
 
@@ -509,14 +553,7 @@ pub mod __private {
             attempt: meta.attempt,
             traceparent: meta.traceparent,
         };
-        let Some(entry) = r.entries.iter().find(|e| e.name == ctx.command) else {
-            let known: Vec<&str> = r.entries.iter().map(|e| e.name.as_str()).collect();
-            return Err(into_wit(Failure::permanent(
-                "unknown_command",
-                format!("this worker does not handle {:?} (it handles: {})", ctx.command, known.join(", ")),
-            )));
-        };
-        (entry.handler)(&cmd.payload, &ctx).map_err(into_wit)
+        r.dispatch(&ctx, &cmd.payload).map_err(into_wit)
     }
 
     fn into_wit(f: Failure) -> wit::Failure {
@@ -545,6 +582,10 @@ macro_rules! __register {
 /// must also derive [`schemars::JsonSchema`]; see [`Registry::typed`]): the host then
 /// refuses a payload or a result that does not fit. Invoke it once per crate.
 ///
+/// The list form also defines `baton_commands`, its registration function, for
+/// [`testing::Worker::new`](crate::testing::Worker::new): a native `cargo test` calls the
+/// commands through it.
+///
 /// ```no_run
 /// use baton_guest::{Context, Failure};
 ///
@@ -560,10 +601,13 @@ macro_rules! __register {
 #[macro_export]
 macro_rules! worker {
     ($($($typed:ident)? $name:literal => $handler:path),+ $(,)?) => {
-        fn __baton_register(r: &mut $crate::Registry) {
+        /// The registration function of this worker's commands (`worker!`'s list form):
+        /// `baton_guest::testing::Worker::new(baton_commands)` calls them in a native test.
+        #[allow(dead_code)]
+        pub(crate) fn baton_commands(r: &mut $crate::Registry) {
             $( $crate::__register!(r, $($typed)? $name => $handler); )+
         }
-        $crate::worker!(__baton_register);
+        $crate::worker!(baton_commands);
     };
     ($register:path) => {
         struct __BatonWorker;

@@ -24,8 +24,11 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+#[cfg(target_arch = "wasm32")]
 use wasip2::http::outgoing_handler;
+#[cfg(target_arch = "wasm32")]
 use wasip2::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme};
+#[cfg(target_arch = "wasm32")]
 use wasip2::io::streams::StreamError;
 
 use crate::Failure;
@@ -90,7 +93,35 @@ impl Request {
         Ok(self.header("content-type", "application/json").body(body))
     }
 
+    /// The method, in upper case.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The headers added, in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body set.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Send it and read the whole answer. In a native test, [`crate::testing::Worker::http`]
+    /// answers it.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn send(self) -> Result<Response, Failure> {
+        crate::testing::fake::http(&self)
+    }
+
     /// Send it and read the whole answer.
+    #[cfg(target_arch = "wasm32")]
     pub fn send(self) -> Result<Response, Failure> {
         let url = &self.url;
         let (scheme, rest) = match url.split_once("://") {
@@ -164,6 +195,17 @@ impl Request {
 }
 
 impl Response {
+    /// A response with `status` and `body` and no headers: what a test's
+    /// [`crate::testing::Worker::http`] answers.
+    ///
+    /// ```
+    /// let r = baton_guest::http::Response::new(200, r#"{"score": 3}"#);
+    /// assert_eq!(r.json::<serde_json::Value>().unwrap()["score"], 3);
+    /// ```
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response { status, headers: Vec::new(), body: body.into() }
+    }
+
     /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -176,6 +218,7 @@ impl Response {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
 fn stream_failure(url: &str, e: StreamError) -> Failure {
     match e {
         StreamError::LastOperationFailed(e) => match wasip2::http::types::http_error_code(&e) {
@@ -199,6 +242,7 @@ fn stream_failure(url: &str, e: StreamError) -> Failure {
 }
 
 /// The failure of an HTTP error code.
+#[cfg(target_arch = "wasm32")]
 fn failure(url: &str, e: ErrorCode) -> Failure {
     match e {
         ErrorCode::HttpRequestDenied => Failure::permanent(
