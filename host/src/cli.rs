@@ -21,7 +21,7 @@ use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::memory::MemoryStore;
 use crate::workflow::{self, Catalog};
 
-/// Where `cd plugins && cargo build --release` puts the example plugins, so that from the
+/// Where `cd plugins && cargo build --release --target wasm32-wasip2` puts the example plugins, so that from the
 /// repository root `baton run order ...` needs no flag.
 pub const DEFAULT_PLUGINS: &str = "plugins/target/wasm32-wasip2/release";
 pub const DEFAULT_WORKFLOWS: &str = "workflows";
@@ -72,14 +72,17 @@ pub struct Cli {
 /// What `baton new` makes.
 #[derive(Subcommand, Debug)]
 pub enum New {
-    /// A Rust worker crate, DIR/NAME, with one typed command `NAME.hello`.
+    /// A worker, DIR/NAME, with one command `NAME.hello` (its schemas declared) and its tests.
     Worker {
         name: String,
-        /// Where the crate goes.
+        /// Its language: a Rust crate, a Python module or a JavaScript module.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::scaffold::Lang,
+        /// Where it goes.
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
-        /// The guest SDK it depends on [default: the guest-sdk of the repository it is made
-        /// in, else the SDK's git repository].
+        /// The guest SDK it uses (its directory) [default: guest-sdk/<lang> of the repository
+        /// it is made in, else the published SDK].
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -1159,16 +1162,7 @@ mod client {
 /// `baton new`: write the files, say what they are and what to do next.
 fn new(cli: &Cli, what: &New) -> anyhow::Result<ExitCode> {
     let (files, next) = match what {
-        New::Worker { name, dir, sdk } => {
-            let sdk = sdk.clone().or_else(|| crate::scaffold::find_sdk(dir));
-            let files = crate::scaffold::worker(dir, name, sdk.as_deref())?;
-            let file = name.replace('-', "_");
-            let next = format!(
-                "next: cd {} && cargo build --release --target wasm32-wasip2\n      baton test-plugin target/wasm32-wasip2/release/{file}.wasm --command {file}.hello --input '{{\"name\": \"Ada\"}}'\n      then copy the .wasm into the host's plugins directory, and `baton new workflow {name}`",
-                dir.join(name).display()
-            );
-            (files, next)
-        }
+        New::Worker { name, lang, dir, sdk } => crate::scaffold::worker(dir, name, *lang, sdk.as_deref())?,
         New::Workflow { name, command } => {
             let command = command.clone().unwrap_or_else(|| format!("{}.hello", name.replace('-', "_")));
             let files = crate::scaffold::workflow(&cli.workflows, name, &command)?;

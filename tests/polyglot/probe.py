@@ -4,7 +4,8 @@ commands that fail in each way a Python handler can.
 - ``probe.crash``: an uncaught exception, raised two calls deep (its traceback names both);
 - ``probe.decline``: ``Failure.fatal`` with the code and message of its input;
 - ``probe.flaky``: ``Failure.retryable("busy", ...)`` until attempt ``succeed_on``, then its
-  attempt and idempotency key (the same for every attempt).
+  attempt and idempotency key (the same for every attempt);
+- ``probe.echo``: its input, for the benchmark of the per-command cost (``benches/polyglot.rs``).
 """
 
 import greeter  # noqa: F401 (its commands are this component's too)
@@ -43,3 +44,9 @@ def flaky(req: dict, ctx: Context) -> dict:
 def exit_(req: dict, ctx: Context) -> dict:
     """``SystemExit``, which the registry lets through and the component's glue catches."""
     raise SystemExit(3)
+
+
+@command("probe.echo")
+def echo(req: dict, ctx: Context) -> dict:
+    """The input, as it came: the per-command cost of the language (``benches/polyglot.rs``)."""
+    return req

@@ -107,7 +107,7 @@ fn plugins_lists_the_python_component_with_its_commands() {
         .unwrap_or_else(|| panic!("no pyprobe plugin in {listed:#}"));
     assert_eq!(probe["contract"], "baton:saga@0.2.0");
     let names: Vec<&str> = probe["commands"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["greeter.hello", "probe.crash", "probe.decline", "probe.exit", "probe.flaky"]);
+    assert_eq!(names, ["greeter.hello", "probe.crash", "probe.decline", "probe.echo", "probe.exit", "probe.flaky"]);
     // The schemas given to @command come through `describe` as JSON text.
     let hello = &probe["commands"][0];
     let schema: Value = serde_json::from_str(hello["input_schema"].as_str().unwrap()).unwrap();

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use baton_tests::{baton, root, run};
+use baton_tests::{baton, python, root, run};
 use serde_json::Value;
 
 /// A target directory of its own (the tests' plugin directory must hold only the example
@@ -17,7 +17,7 @@ fn scaffold_target() -> PathBuf {
 #[test]
 fn a_new_worker_builds_and_answers_and_a_new_workflow_passes_its_cases() {
     let dir = tempfile::tempdir().unwrap();
-    let sdk = root().join("guest-sdk");
+    let sdk = root().join("guest-sdk/rust");
     let ran =
         run(baton().current_dir(dir.path()).args(["new", "worker", "greeter", "--dir", "plugins", "--sdk"]).arg(&sdk));
     assert_eq!(ran.code, 0, "{ran}");
@@ -41,6 +41,24 @@ fn a_new_worker_builds_and_answers_and_a_new_workflow_passes_its_cases() {
         .unwrap();
     assert!(built.status.success(), "the new worker does not build:\n{}", String::from_utf8_lossy(&built.stderr));
     let wasm = scaffold_target().join("wasm32-wasip2/debug/greeter.wasm");
+
+    // Its own tests pass with `cargo test`, on the native target.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let tested = Command::new(cargo)
+        .current_dir(&krate)
+        .args(["test", "--target-dir"])
+        .arg(scaffold_target())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&tested.stdout);
+    assert!(
+        tested.status.success(),
+        "cargo test fails in the new worker:\n{out}\n{}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    assert!(out.contains("test result: ok. 2 passed"), "{out}");
 
     // It answers its command in the sandbox, and its derived schema is enforced.
     let ran = run(baton().args(["test-plugin"]).arg(&wasm).args([
@@ -91,4 +109,77 @@ fn a_new_worker_builds_and_answers_and_a_new_workflow_passes_its_cases() {
     let bad = run(baton().args(["new", "workflow", "Greeter"]));
     assert_eq!(bad.code, 1, "{bad}");
     assert!(bad.stderr.contains("not a name Baton can use"), "{bad}");
+}
+
+/// `baton new worker NAME --lang python`: its tests pass with `python -m unittest`, it builds
+/// with the SDK's `python -m baton_worker.build`, and the component answers in the sandbox.
+#[test]
+fn a_new_python_worker_passes_its_tests_builds_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = root().join("guest-sdk/python");
+    let ran = run(baton()
+        .current_dir(dir.path())
+        .args(["new", "worker", "pygreeter", "--lang", "python", "--sdk"])
+        .arg(&sdk));
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(
+        ran.stdout.contains("wrote plugins/pygreeter/pygreeter.py") && ran.stdout.contains("python -m unittest"),
+        "{ran}"
+    );
+    let module_dir = dir.path().join("plugins/pygreeter");
+
+    // Its tests, as the next steps say: `python -m unittest` in its directory, the SDK on the path.
+    let tested = Command::new(python::componentize_python())
+        .current_dir(&module_dir)
+        .env("PYTHONPATH", &sdk)
+        .args(["-m", "unittest", "-v"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&tested.stderr);
+    assert!(tested.status.success(), "python -m unittest fails in the new worker:\n{err}");
+    assert!(err.contains("Ran 2 tests") && err.contains("OK"), "{err}");
+
+    // It builds, and answers in the sandbox (a failure with the handler's code).
+    let wasm = dir.path().join("pygreeter.wasm");
+    python::build_component(&module_dir.join("pygreeter.py"), &[], &wasm);
+    let call = |input: &str| {
+        run(baton().arg("test-plugin").arg(&wasm).args(["--command", "pygreeter.hello", "--input", input]))
+    };
+    let ran = call(r#"{"name": "Ada"}"#);
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.json()["text"], "Hello, Ada (attempt 1)");
+    let ran = call(r#"{"name": " "}"#);
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(ran.stdout.contains("no_name"), "{ran}");
+    // The schema it declares is the host's to enforce.
+    let ran = call(r#"{"who": "Ada"}"#);
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(ran.stdout.contains("invalid_input"), "{ran}");
+}
+
+/// The example workers' own tests (`cd plugins && cargo test`, on the native target, with
+/// `baton_guest::testing`): what a worker author runs, so they stay green.
+#[test]
+fn the_example_workers_pass_their_own_tests() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let tested = Command::new(cargo)
+        .current_dir(root().join("plugins"))
+        .args(["test", "--target-dir"])
+        .arg(scaffold_target())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&tested.stdout);
+    assert!(
+        tested.status.success(),
+        "cd plugins && cargo test fails:\n{out}\n{}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    let passed: usize = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. "))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<usize>().ok())
+        .sum();
+    assert!(passed >= 40, "only {passed} tests ran:\n{out}");
 }
