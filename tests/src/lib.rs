@@ -6,6 +6,7 @@
 //! integration tests of its own; `BATON_BIN` overrides the path.
 
 pub mod conformance;
+pub mod js;
 pub mod python;
 pub mod redis_server;
 pub mod server;

@@ -7,9 +7,11 @@ imports the user's module (registering its commands) and then this class. It del
 default :data:`baton_worker.registry`:
 
 - ``describe`` is :meth:`Registry.describe`, as the WIT ``command-spec`` records;
-- ``handle`` parses the command's JSON payload, makes a :class:`Context` of its ``meta``, runs
-  :meth:`Registry.handle` and returns the result as JSON text, or raises ``Err(failure)``
-  (componentize-py's way of returning the ``err`` case).
+- ``handle`` makes a :class:`Context` of the command's ``meta``, runs
+  :meth:`Registry.handle_text` (which parses the JSON payload and catches everything) and
+  returns the result as JSON text, or raises ``Err(failure)`` (componentize-py's way of
+  returning the ``err`` case). ``baton_worker.testing`` runs the same method, without the
+  bindings.
 
 Nothing escapes as an exception other than that ``Err``: an uncaught Python exception would
 trap the instance, so whatever goes wrong, here or in the handler, becomes the permanent
@@ -20,28 +22,14 @@ component build; the rest of ``baton_worker`` does not import it.
 
 from __future__ import annotations
 
-import json
-import traceback
 from typing import Any, Dict, List
 
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import types
 
-from .handlers import INTERNAL, MAX_MESSAGE, Context
+from .handlers import INVALID_INPUT, Context, internal  # noqa: F401 (INVALID_INPUT: its old home)
 from .handlers import registry as default_registry
-
-#: The code of a payload that is not JSON text. Permanent (the host sends JSON; this guards
-#: against a host that does not).
-INVALID_INPUT = "invalid_input"
-
-
-def _internal(what: str) -> types.Failure:
-    """The failure ``internal`` for the exception being handled, with its traceback."""
-    trace = traceback.format_exc()
-    head = f"{what}\n"
-    body = trace if len(head) + len(trace) <= MAX_MESSAGE else "...\n" + trace[-(MAX_MESSAGE - len(head) - 4) :]
-    return types.Failure(code=INTERNAL, message=head + body, retryable=False)
 
 
 def _context(cmd: types.Command) -> Context:
@@ -60,9 +48,9 @@ def _context(cmd: types.Command) -> Context:
 
 
 def _result(outcome: Dict[str, Any]) -> str:
-    """The ``ok`` JSON text of an outcome, or raise its ``Err``."""
+    """The ``ok`` JSON text of a :meth:`Registry.handle_text` outcome, or raise its ``Err``."""
     if "ok" in outcome:
-        return json.dumps(outcome["ok"], allow_nan=False, separators=(",", ":"))
+        return outcome["ok"]
     err = outcome["err"]
     raise Err(types.Failure(code=err["code"], message=err["message"], retryable=bool(err["retryable"])))
 
@@ -80,19 +68,7 @@ class Worker(exports.Worker):
     def handle(self, cmd: types.Command) -> str:
         """Run the handler of ``cmd.name`` once: its result as JSON text, or ``Err(failure)``."""
         try:
-            try:
-                payload = json.loads(cmd.payload)
-            except ValueError as e:
-                raise Err(
-                    types.Failure(
-                        code=INVALID_INPUT,
-                        message=f"the payload of {cmd.name} is not JSON text: {e}",
-                        retryable=False,
-                    )
-                ) from None
-            outcome = default_registry.handle(cmd.name, payload, _context(cmd))
-            return _result(outcome)
-        except Err:
-            raise
+            outcome = default_registry.handle_text(cmd.name, cmd.payload, _context(cmd))
         except BaseException as e:  # noqa: BLE001 (a trap would lose the message; SystemExit too)
-            raise Err(_internal(f"{type(e).__name__}: {e} (in baton_worker.component, handling {cmd.name})")) from None
+            outcome = internal(f"{type(e).__name__}: {e} (in baton_worker.component, handling {cmd.name})")
+        return _result(outcome)

@@ -24,6 +24,9 @@ INTERNAL = "internal"
 INVALID_OUTPUT = "invalid_output"
 #: The code of a command no registered function handles. Permanent.
 UNKNOWN_COMMAND = "unknown_command"
+#: The code of a payload that is not JSON text. Permanent (the host sends JSON; this guards
+#: against a host that does not).
+INVALID_INPUT = "invalid_input"
 
 #: Most characters of a failure message (a traceback is cut to fit, its end kept).
 MAX_MESSAGE = 16 * 1024
@@ -179,10 +182,7 @@ class Registry:
         except Failure as f:
             return f.outcome()
         except Exception as e:  # noqa: BLE001 (every bug becomes a failure, never a crash)
-            trace = traceback.format_exc()
-            head = f"{type(e).__name__}: {e} (uncaught in the handler of {name})\n"
-            body = trace if len(head) + len(trace) <= MAX_MESSAGE else "...\n" + trace[-(MAX_MESSAGE - len(head) - 4) :]
-            return Failure.fatal(INTERNAL, head + body).outcome()
+            return internal(f"{type(e).__name__}: {e} (uncaught in the handler of {name})")
         try:
             json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as e:
@@ -190,6 +190,32 @@ class Registry:
                 INVALID_OUTPUT, f"the handler of {name} returned something that is not JSON: {e}"
             ).outcome()
         return {"ok": result}
+
+    def handle_text(self, name: str, payload: str, ctx: Context) -> Dict[str, Any]:
+        """What the WebAssembly component answers: :meth:`handle` of the JSON ``payload``
+        text, its ``ok`` as JSON text; a payload that is not JSON is ``invalid_input``. Never
+        raises: ``SystemExit`` and ``KeyboardInterrupt`` too become ``internal`` (in a
+        component they would trap the instance and lose the message)."""
+        try:
+            try:
+                value = json.loads(payload)
+            except ValueError as e:
+                return Failure.fatal(INVALID_INPUT, f"the payload of {name} is not JSON text: {e}").outcome()
+            outcome = self.handle(name, value, ctx)
+            if "ok" in outcome:
+                return {"ok": json.dumps(outcome["ok"], allow_nan=False, separators=(",", ":"))}
+            return outcome
+        except BaseException as e:  # noqa: BLE001 (a trap would lose the message; SystemExit too)
+            return internal(f"{type(e).__name__}: {e} (in baton_worker.component, handling {name})")
+
+
+def internal(head: str) -> Dict[str, Any]:
+    """The outcome ``internal`` for the exception being handled: ``head``, then its
+    traceback, cut to :data:`MAX_MESSAGE` with the traceback's end kept."""
+    trace = traceback.format_exc()
+    head = f"{head}\n"
+    body = trace if len(head) + len(trace) <= MAX_MESSAGE else "...\n" + trace[-(MAX_MESSAGE - len(head) - 4) :]
+    return Failure.fatal(INTERNAL, head + body).outcome()
 
 
 #: The registry :func:`command` registers into, and the bus runner serves by default.
