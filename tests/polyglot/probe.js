@@ -7,7 +7,8 @@
 //   attempt and idempotency key (the same for every attempt);
 // - `probe.throw`: throws its input's `value` as it is (a string, a number), not an Error;
 // - `probe.later`: an async handler, its result after a timer and a few awaits;
-// - `probe.context`: the whole context.
+// - `probe.context`: the whole context;
+// - `probe.echo`: its input, for the benchmark of the per-command cost (benches/polyglot.rs).
 
 import "../../plugins/js/fraud/fraud.js"; // its commands are this component's too
 import { Failure, command } from "baton-worker";
@@ -46,3 +47,5 @@ command("probe.later", async (req) => {
 });
 
 command("probe.context", (req, ctx) => ({ ...ctx }));
+
+command("probe.echo", (req) => req);

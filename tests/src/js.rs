@@ -166,3 +166,10 @@ pub fn component(name: &str, module: &Path, modules: &[&Path]) -> PathBuf {
     std::fs::rename(&tmp, &out).expect("keep the built component");
     out
 }
+
+/// The component of `tests/polyglot/probe.js` (which imports the fraud example), as the
+/// JavaScript tests and the `polyglot` bench load it.
+pub fn probe_component() -> PathBuf {
+    let root = crate::root();
+    component("jsprobe", &root.join("tests/polyglot/probe.js"), &[&root.join("plugins/js/fraud/fraud.js")])
+}

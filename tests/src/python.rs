@@ -230,3 +230,55 @@ pub fn build_component(module: &Path, paths: &[&Path], out: &Path) {
         String::from_utf8_lossy(&ran.stderr)
     );
 }
+
+/// The component of `tests/polyglot/probe.py` (which imports the greeter example), built
+/// with `python -m baton_worker.build`, as the Python tests and the `polyglot` bench load it.
+/// componentize-py's output differs from build to build (and so would its compiled cache
+/// entry), so a build is kept under `target/<profile>/polyglot-build/`, named by a hash of
+/// everything that goes into it: the two modules, the SDK's Python files, the contract and
+/// the componentize-py release. A change to any of them builds again.
+pub fn probe_component() -> PathBuf {
+    use sha2::Digest as _;
+    let sdk = sdk_dir().join("baton_worker");
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&sdk)
+        .expect("read the SDK")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "py"))
+        .collect();
+    inputs.sort();
+    inputs.extend([
+        crate::root().join("tests/polyglot/probe.py"),
+        crate::root().join("plugins/python/greeter/greeter.py"),
+        crate::root().join("wit/saga.wit"),
+    ]);
+    let mut hash = sha2::Sha256::new();
+    hash.update(COMPONENTIZE_PY);
+    for p in &inputs {
+        hash.update(p.strip_prefix(crate::root()).unwrap_or(p).to_string_lossy().as_bytes());
+        hash.update(std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())));
+    }
+    let key: String = hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dir = profile_dir().join("polyglot-build");
+    let out = dir.join(format!("pyprobe-{key}.wasm"));
+    if out.is_file() {
+        return out;
+    }
+    std::fs::create_dir_all(&dir).expect("create the build directory");
+    let tmp = dir.join(format!("pyprobe-{key}.wasm.tmp-{}", std::process::id()));
+    let started = Instant::now();
+    build_component(
+        &crate::root().join("tests/polyglot/probe.py"),
+        &[&crate::root().join("plugins/python/greeter")],
+        &tmp,
+    );
+    let size = std::fs::metadata(&tmp).expect("the built component").len();
+    eprintln!("built pyprobe.wasm ({:.1} MB) in {:.1?}", size as f64 / 1e6, started.elapsed());
+    std::fs::rename(&tmp, &out).expect("keep the built component");
+    out
+}
+
+/// `target/<profile>`, from the test executable (`target/<profile>/deps/<test>`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.ancestors().nth(2).expect("target/<profile>").to_owned()
+}

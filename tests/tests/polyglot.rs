@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 /// The plugin directory: the Python component `pyprobe.wasm`, with `testkit` and
 /// `notification` (Rust). The first call builds the component, unless a build of the same
-/// sources is kept from an earlier run ([`component`]), then lists the plugins, which
+/// sources is kept from an earlier run ([`python::probe_component`]), then lists the plugins, which
 /// compiles it into the shared cache: the tests after it load it compiled.
 fn plugins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -24,7 +24,7 @@ fn plugins() -> &'static Path {
         for rust in ["testkit.wasm", "notification.wasm"] {
             std::fs::copy(Path::new(PLUGINS_DIR).join(rust), dir.join(rust)).expect("copy a Rust plugin");
         }
-        std::fs::copy(component(), dir.join("pyprobe.wasm")).expect("copy the Python component");
+        std::fs::copy(python::probe_component(), dir.join("pyprobe.wasm")).expect("copy the Python component");
         let started = Instant::now();
         let listed = run(baton().env("BATON_PLUGINS", &dir).arg("plugins"));
         assert_eq!(listed.code, 0, "{listed}");
@@ -37,47 +37,6 @@ fn plugins() -> &'static Path {
 fn target() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned()
-}
-
-/// The component of `tests/polyglot/probe.py`, built with `python -m baton_worker.build`.
-/// componentize-py's output differs from build to build (and so would its compiled cache
-/// entry), so a build is kept under `target/<profile>/polyglot-build/`, named by a hash of
-/// everything that goes into it: the two modules, the SDK's Python files, the contract and
-/// the componentize-py release. A change to any of them builds again.
-fn component() -> PathBuf {
-    use sha2::Digest as _;
-    let sdk = python::sdk_dir().join("baton_worker");
-    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&sdk)
-        .expect("read the SDK")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "py"))
-        .collect();
-    inputs.sort();
-    inputs.extend([
-        root().join("tests/polyglot/probe.py"),
-        root().join("plugins/python/greeter/greeter.py"),
-        root().join("wit/saga.wit"),
-    ]);
-    let mut hash = sha2::Sha256::new();
-    hash.update(python::COMPONENTIZE_PY);
-    for p in &inputs {
-        hash.update(p.strip_prefix(root()).unwrap_or(p).to_string_lossy().as_bytes());
-        hash.update(std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())));
-    }
-    let key: String = hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let dir = target().join("polyglot-build");
-    let out = dir.join(format!("pyprobe-{key}.wasm"));
-    if out.is_file() {
-        return out;
-    }
-    std::fs::create_dir_all(&dir).expect("create the build directory");
-    let tmp = dir.join(format!("pyprobe-{key}.wasm.tmp-{}", std::process::id()));
-    let started = Instant::now();
-    python::build_component(&root().join("tests/polyglot/probe.py"), &[&root().join("plugins/python/greeter")], &tmp);
-    let size = std::fs::metadata(&tmp).expect("the built component").len();
-    eprintln!("built pyprobe.wasm ({:.1} MB) in {:.1?}", size as f64 / 1e6, started.elapsed());
-    std::fs::rename(&tmp, &out).expect("keep the built component");
-    out
 }
 
 /// `baton run WORKFLOW` with the plugins above, the workflows in `workflows`, and `input`.

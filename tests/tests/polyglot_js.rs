@@ -26,7 +26,7 @@ fn plugins() -> &'static Path {
             let file = format!("{rust}.wasm");
             std::fs::copy(Path::new(PLUGINS_DIR).join(&file), dir.join(&file)).expect("copy a Rust plugin");
         }
-        std::fs::copy(probe(), dir.join("jsprobe.wasm")).expect("copy the JavaScript component");
+        std::fs::copy(js::probe_component(), dir.join("jsprobe.wasm")).expect("copy the JavaScript component");
         let started = Instant::now();
         let listed = run(baton().env("BATON_PLUGINS", &dir).arg("plugins"));
         assert_eq!(listed.code, 0, "{listed}");
@@ -39,11 +39,6 @@ fn plugins() -> &'static Path {
 fn target() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned()
-}
-
-/// The component of `tests/polyglot/probe.js`, which imports the fraud example.
-fn probe() -> PathBuf {
-    js::component("jsprobe", &root().join("tests/polyglot/probe.js"), &[&root().join("plugins/js/fraud/fraud.js")])
 }
 
 /// The example's directory, holding its workflow.
@@ -103,7 +98,16 @@ fn plugins_lists_the_js_component_with_its_commands() {
     let names: Vec<&str> = probe["commands"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["fraud.check", "probe.context", "probe.crash", "probe.decline", "probe.flaky", "probe.later", "probe.throw"]
+        [
+            "fraud.check",
+            "probe.context",
+            "probe.crash",
+            "probe.decline",
+            "probe.echo",
+            "probe.flaky",
+            "probe.later",
+            "probe.throw"
+        ]
     );
     // The schemas given to command() come through `describe` as JSON text.
     let check = &probe["commands"][0];
