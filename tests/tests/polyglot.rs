@@ -1,8 +1,10 @@
 //! Python workers as WebAssembly components, through the real `baton` binary: the SDK's
 //! `python -m baton_worker.build` builds `tests/polyglot/probe.py` (the greeter example's
 //! commands and some that fail) once per test binary (kept across runs while its sources stay
-//! the same), with componentize-py installed under the target directory on first use; it is put in a plugin directory with the Rust plugins the
-//! workflows use, and the host lists it, runs it, and maps its failures.
+//! the same), with componentize-py installed under the target directory on first use; it is
+//! put in a plugin directory with the Rust plugins the workflows use, and the host lists it,
+//! runs it, and maps its failures. The last test runs one saga of Python, JavaScript and Rust
+//! workers through `baton serve`, embedded and on Redis.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -226,4 +228,121 @@ input = "{ 'code': 'card_declined', 'message': 'the card was declined' }"
     // Eight Python instances (3 + 3 + 1, and describe) in one process: instantiating from the
     // cache is quick, not a compile per run.
     assert!(took < Duration::from_secs(10), "the run took {took:?}");
+}
+
+/// A workflow whose steps are a Python, a JavaScript and a Rust worker, and one whose Python
+/// step raises: through `baton serve` (its API, its store and bus), embedded and on Redis.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_saga_runs_workers_of_three_languages_through_baton_serve() {
+    use baton_tests::server::Server;
+    let dir = tempfile::tempdir().unwrap();
+    let (plugins, workflows) = (dir.path().join("plugins"), dir.path().join("workflows"));
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&workflows).unwrap();
+    std::fs::copy(python::probe_component(), plugins.join("pyprobe.wasm")).unwrap();
+    let fraud = root().join("plugins/js/fraud/fraud.js");
+    std::fs::copy(baton_tests::js::component("fraud", &fraud, &[]), plugins.join("fraud.wasm")).unwrap();
+    for rust in ["notification.wasm", "inventory.wasm"] {
+        std::fs::copy(Path::new(PLUGINS_DIR).join(rust), plugins.join(rust)).unwrap();
+    }
+    std::fs::write(
+        workflows.join("polyglot.toml"),
+        r#"
+name = "polyglot"
+output = "{ 'greeting': steps.hello.greeting, 'score': steps.screen.score, 'sent': steps.tell }"
+
+[defaults]
+timeout = "20s"
+retry = { attempts = 2, backoff = "50ms", max_backoff = "50ms" }
+
+[[step]]
+name = "reserve"
+command = "inventory.reserve"
+compensate = "inventory.release"
+input = "{ 'order_id': input.order_id, 'items': input.items }"
+
+[[step]]
+name = "hello"
+command = "greeter.hello"
+input = "{ 'name': input.customer }"
+
+[[step]]
+name = "screen"
+command = "fraud.check"
+input = "{ 'order_id': input.order_id, 'items': input.items, 'billing_country': input.billing, 'shipping_country': input.shipping }"
+
+[[step]]
+name = "tell"
+command = "notification.send"
+input = "{ 'customer': input.customer, 'message': steps.hello.greeting }"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        workflows.join("polyglot_crash.toml"),
+        r#"
+name = "polyglot_crash"
+
+[[step]]
+name = "reserve"
+command = "inventory.reserve"
+compensate = "inventory.release"
+input = "{ 'order_id': input.order_id, 'items': input.items }"
+
+[[step]]
+name = "crash"
+command = "probe.crash"
+input = "{}"
+"#,
+    )
+    .unwrap();
+    // A large order billed in one country and shipped to another scores 1.
+    let order = |id: &str, qty: u32, shipping: &str| {
+        let items = json!([{ "sku": "A-1", "qty": qty, "price": 300.0 }]);
+        json!({ "order_id": id, "customer": "Ada", "billing": "FR", "shipping": shipping, "items": items })
+    };
+
+    let redis = baton_tests::redis_url();
+    let prefix = baton_tests::unique_prefix("polyglot_serve");
+    let data = dir.path().join("data");
+    let (plugins_arg, workflows_arg) = (plugins.to_str().unwrap(), workflows.to_str().unwrap());
+    for host in [vec!["--data", data.to_str().unwrap()], vec!["--redis", redis.as_str(), "--prefix", prefix.as_str()]] {
+        let args = [&["--plugins", plugins_arg, "--workflows", workflows_arg][..], &host[..]].concat();
+        let server = Server::start(&args).await;
+        let ids: Vec<String> =
+            ["ok", "fraud", "crash"].iter().map(|k| format!("{k}-{}", host[0].trim_start_matches('-'))).collect();
+        let starts = [
+            ("polyglot", order("o-1", 1, "FR")),
+            ("polyglot", order("o-2", 30, "NZ")),
+            ("polyglot_crash", order("o-3", 1, "FR")),
+        ];
+        for (id, (workflow, input)) in ids.iter().zip(starts) {
+            let (code, body) = server.start_saga(workflow, id, &input).await.expect("the API answers");
+            assert!(code == 201 || code == 202, "{code} {body:#}");
+        }
+        let sagas = server.wait_all(&ids, Duration::from_secs(60)).await;
+        let [ok, fraud, crash] = &sagas[..] else { unreachable!() };
+
+        // Python greets, JavaScript scores, Rust sends the Python greeting.
+        assert_eq!(ok["status"], "completed", "{ok:#}");
+        assert_eq!(ok["output"]["greeting"], "Hello, Ada!", "{ok:#}");
+        assert!(ok["output"]["score"].as_f64().is_some_and(|s| s < 0.8), "{ok:#}");
+        assert_eq!(ok["output"]["sent"]["message"], "Hello, Ada!", "{ok:#}");
+
+        // JavaScript refuses for good: not retried, and the Rust reservation is released.
+        assert_eq!(fraud["status"], "compensated", "{fraud:#}");
+        assert_eq!(fraud["error"]["code"], "fraud_suspected", "{fraud:#}");
+        assert_eq!(step(fraud, "screen")["attempts"], 1, "{fraud:#}");
+        assert_eq!(step(fraud, "reserve")["compensation"]["output"], json!({ "released": "res-o-2" }), "{fraud:#}");
+
+        // Python raises: `internal` with its traceback, and the saga compensates in order.
+        assert_eq!(crash["status"], "compensated", "{crash:#}");
+        assert_eq!(crash["error"]["code"], "internal", "{crash:#}");
+        let message = crash["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("ZeroDivisionError") && message.contains("_divide"), "{message}");
+        assert_eq!(step(crash, "reserve")["compensation"]["output"], json!({ "released": "res-o-3" }), "{crash:#}");
+        server.check_histories(&ids).await;
+        server.terminate();
+    }
+    baton_tests::delete_prefix(&prefix);
 }

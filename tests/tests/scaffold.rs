@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use baton_tests::{baton, python, root, run};
+use baton_tests::{baton, js, python, root, run};
 use serde_json::Value;
 
 /// A target directory of its own (the tests' plugin directory must hold only the example
@@ -182,4 +182,55 @@ fn the_example_workers_pass_their_own_tests() {
         .filter_map(|l| l.split_whitespace().next()?.parse::<usize>().ok())
         .sum();
     assert!(passed >= 40, "only {passed} tests ran:\n{out}");
+}
+
+/// `baton new worker NAME --lang js`: after `npm install` (the SDK, a `file:` dependency),
+/// `npm test` passes, the package's `baton-worker-build` builds it, and the component answers
+/// in the sandbox.
+#[test]
+fn a_new_js_worker_passes_its_tests_builds_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = run(baton()
+        .current_dir(dir.path())
+        .args(["new", "worker", "jsgreeter", "--lang", "js", "--sdk"])
+        .arg(js::sdk_dir()));
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(ran.stdout.contains("wrote plugins/jsgreeter/jsgreeter.js") && ran.stdout.contains("npm test"), "{ran}");
+    let package = dir.path().join("plugins/jsgreeter");
+    let npm = |args: &[&str]| {
+        let out =
+            Command::new("npm").current_dir(&package).args(args).stdin(std::process::Stdio::null()).output().unwrap();
+        let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "npm {args:?} fails in the new worker:\n{text}");
+        text
+    };
+    // The SDK only: componentize-js, its dev dependency, is the tests' shared install.
+    npm(&["install", "--omit=dev", "--no-audit", "--no-fund"]);
+    let tested = npm(&["test"]);
+    assert!(tested.contains("# pass 2") && tested.contains("# fail 0"), "{tested}");
+
+    // The build its package links (`npm run build` runs it with the local componentize-js).
+    let wasm = dir.path().join("jsgreeter.wasm");
+    let built = Command::new("node")
+        .current_dir(&package)
+        .arg("node_modules/.bin/baton-worker-build")
+        .args(["--quiet", "jsgreeter.js", "-o"])
+        .arg(&wasm)
+        .arg("--componentize-js")
+        .arg(js::componentize_js())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "the new worker does not build:\n{}", String::from_utf8_lossy(&built.stderr));
+    let call = |input: &str| {
+        run(baton().arg("test-plugin").arg(&wasm).args(["--command", "jsgreeter.hello", "--input", input]))
+    };
+    let ran = call(r#"{"name": "Ada"}"#);
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.json()["text"], "Hello, Ada (attempt 1)");
+    let ran = call(r#"{"name": " "}"#);
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(ran.stdout.contains("no_name"), "{ran}");
+    let ran = call(r#"{"who": "Ada"}"#);
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(ran.stdout.contains("invalid_input"), "{ran}");
 }
