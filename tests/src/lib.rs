@@ -7,6 +7,7 @@
 
 pub mod conformance;
 pub mod js;
+pub mod probes;
 pub mod python;
 pub mod redis_server;
 pub mod server;

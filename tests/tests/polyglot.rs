@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use baton_tests::{PLUGINS_DIR, baton, python, root, run, step};
+use baton_tests::{PLUGINS_DIR, baton, probes, python, root, run, step};
 use serde_json::{Value, json};
 
 /// The plugin directory: the Python component `pyprobe.wasm`, with `testkit` and
@@ -41,22 +41,6 @@ fn target() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned()
 }
 
-/// `baton run WORKFLOW` with the plugins above, the workflows in `workflows`, and `input`.
-fn run_saga(workflows: &Path, workflow: &str, input: &str) -> (i32, Value) {
-    let ran = run(baton()
-        .env("BATON_PLUGINS", plugins())
-        .env("BATON_WORKFLOWS", workflows)
-        .args(["run", workflow, "--input", input, "--json"]));
-    (ran.code, ran.json())
-}
-
-/// A directory holding one workflow, `name.toml` with `text`.
-fn workflow(name: &str, text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join(format!("{name}.toml")), text).expect("write the workflow");
-    dir
-}
-
 #[test]
 fn plugins_lists_the_python_component_with_its_commands() {
     let ran = run(baton().env("BATON_PLUGINS", plugins()).args(["plugins", "--json"]));
@@ -80,7 +64,12 @@ fn plugins_lists_the_python_component_with_its_commands() {
 #[test]
 fn the_greet_example_completes_with_the_python_handlers_output() {
     // The example's own workflow, beside its plugin: greet in Python, notify in Rust.
-    let (code, saga) = run_saga(&root().join("plugins/python/greeter"), "greet", r#"{"name": "Ada", "lang": "fr"}"#);
+    let (code, saga) = probes::run_saga(
+        plugins(),
+        &root().join("plugins/python/greeter"),
+        "greet",
+        r#"{"name": "Ada", "lang": "fr"}"#,
+    );
     assert_eq!(code, 0, "{saga:#}");
     assert_eq!(saga["status"], "completed");
     let welcome = step(&saga, "welcome");
@@ -91,7 +80,7 @@ fn the_greet_example_completes_with_the_python_handlers_output() {
     assert_eq!(saga["output"], json!({"to": "Ada", "message": "Bonjour, Ada!"}));
 
     // A Failure.fatal of the example (the input schema lets an empty name through).
-    let (code, saga) = run_saga(&root().join("plugins/python/greeter"), "greet", r#"{"name": " "}"#);
+    let (code, saga) = probes::run_saga(plugins(), &root().join("plugins/python/greeter"), "greet", r#"{"name": " "}"#);
     assert_eq!(code, 2, "{saga:#}");
     let welcome = step(&saga, "welcome");
     assert_eq!(welcome["error"]["code"], "no_name", "{welcome:#}");
@@ -100,7 +89,7 @@ fn the_greet_example_completes_with_the_python_handlers_output() {
 
 #[test]
 fn an_uncaught_exception_is_the_failure_internal_with_its_traceback_and_the_host_goes_on() {
-    let dir = workflow(
+    let dir = probes::workflow(
         "crash",
         r#"
 name = "crash"
@@ -135,7 +124,7 @@ command = "greeter.hello"
 input = "{ 'name': 'again' }"
 "#,
     );
-    let (code, saga) = run_saga(dir.path(), "crash", "{}");
+    let (code, saga) = probes::run_saga(plugins(), dir.path(), "crash", "{}");
     assert_eq!(code, 0, "{saga:#}");
     let crash = step(&saga, "crash");
     assert_eq!(crash["status"], "failed");
@@ -162,72 +151,7 @@ input = "{ 'name': 'again' }"
 
 #[test]
 fn fatal_fails_at_once_and_retryable_is_retried_up_to_the_policy() {
-    let dir = workflow(
-        "retries",
-        r#"
-name = "retries"
-[defaults]
-timeout = "10s"
-retry = { attempts = 3, backoff = "10ms", max_backoff = "10ms" }
-
-[[step]]
-name = "first"
-command = "testkit.echo"
-compensate = "testkit.echo"
-
-[[step]]
-name = "flaky"
-command = "probe.flaky"
-input = "{ 'succeed_on': 3 }"
-
-[[step]]
-name = "exhausted"
-command = "probe.flaky"
-input = "{ 'succeed_on': 99 }"
-catch = [{ errors = ["busy"], next = "decline" }]
-
-[[step]]
-name = "skipped"
-command = "testkit.echo"
-
-[[step]]
-name = "decline"
-command = "probe.decline"
-input = "{ 'code': 'card_declined', 'message': 'the card was declined' }"
-"#,
-    );
-    plugins(); // built and compiled before the clock starts
-    let started = Instant::now();
-    let (code, saga) = run_saga(dir.path(), "retries", "{}");
-    let took = started.elapsed();
-    assert_eq!(code, 2, "{saga:#}");
-    assert_eq!(saga["status"], "compensated");
-
-    // Retryable: tried again, with the same idempotency key, until it passed on the third.
-    let flaky = step(&saga, "flaky");
-    assert_eq!(flaky["status"], "completed", "{flaky:#}");
-    assert_eq!(flaky["attempts"], 3);
-    assert_eq!(flaky["output"]["attempt"], 3);
-    assert!(flaky["output"]["idempotency_key"].as_str().unwrap().contains("flaky"), "{flaky:#}");
-
-    // Retryable past the policy's attempts: failed with the handler's code and message.
-    let exhausted = step(&saga, "exhausted");
-    assert_eq!(exhausted["status"], "failed");
-    assert_eq!(exhausted["attempts"], 3, "{exhausted:#}");
-    assert_eq!(exhausted["error"]["code"], "busy");
-    assert_eq!(exhausted["error"]["message"], "attempt 3 of exhausted: try again");
-
-    // Fatal: failed at its first attempt though the policy allows three; the saga compensated
-    // the Rust step before it.
-    let decline = step(&saga, "decline");
-    assert_eq!(decline["attempts"], 1, "{decline:#}");
-    assert_eq!(decline["error"], json!({"code": "card_declined", "message": "the card was declined"}));
-    assert_eq!(saga["error"]["code"], "card_declined");
-    assert_eq!(step(&saga, "first")["compensation"]["status"], "completed");
-
-    // Eight Python instances (3 + 3 + 1, and describe) in one process: instantiating from the
-    // cache is quick, not a compile per run.
-    assert!(took < Duration::from_secs(10), "the run took {took:?}");
+    probes::fatal_fails_at_once_and_retryable_is_retried_up_to_the_policy(plugins());
 }
 
 /// A workflow whose steps are a Python, a JavaScript and a Rust worker, and one whose Python

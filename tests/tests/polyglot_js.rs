@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use baton_tests::{PLUGINS_DIR, baton, js, root, run, step};
+use baton_tests::{PLUGINS_DIR, baton, js, probes, root, run, step};
 use serde_json::{Value, json};
 
 /// The plugin directory: the JavaScript component `jsprobe.wasm`, with the Rust plugins the
@@ -44,22 +44,6 @@ fn target() -> PathBuf {
 /// The example's directory, holding its workflow.
 fn example() -> PathBuf {
     root().join("plugins/js/fraud")
-}
-
-/// `baton run WORKFLOW` with the plugins above, the workflows in `workflows`, and `input`.
-fn run_saga(workflows: &Path, workflow: &str, input: &str) -> (i32, Value) {
-    let ran = run(baton()
-        .env("BATON_PLUGINS", plugins())
-        .env("BATON_WORKFLOWS", workflows)
-        .args(["run", workflow, "--input", input, "--json"]));
-    (ran.code, ran.json())
-}
-
-/// A directory holding one workflow, `name.toml` with `text`.
-fn workflow(name: &str, text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join(format!("{name}.toml")), text).expect("write the workflow");
-    dir
 }
 
 /// `baton test-plugin jsprobe.wasm --command COMMAND --input INPUT`: exit code and stdout
@@ -125,7 +109,7 @@ fn the_checkout_example_completes_with_the_js_screening() {
     let mut order: Value =
         serde_json::from_str(&std::fs::read_to_string(example().join("checkout.input.json")).unwrap()).unwrap();
     order["flaky_screening"] = json!(2);
-    let (code, saga) = run_saga(&example(), "checkout", &order.to_string());
+    let (code, saga) = probes::run_saga(plugins(), &example(), "checkout", &order.to_string());
     assert_eq!(code, 0, "{saga:#}");
     assert_eq!(saga["status"], "completed");
     let screen = step(&saga, "screen");
@@ -149,7 +133,7 @@ fn a_suspected_fraud_fails_for_good_and_the_reservation_is_released() {
         "shipping_country": "NZ",
         "items": [{"sku": "W-9", "qty": 30, "price": 300}],
     });
-    let (code, saga) = run_saga(&example(), "checkout", &order.to_string());
+    let (code, saga) = probes::run_saga(plugins(), &example(), "checkout", &order.to_string());
     assert_eq!(code, 2, "{saga:#}");
     assert_eq!(saga["status"], "compensated");
     let screen = step(&saga, "screen");
@@ -170,7 +154,7 @@ fn a_suspected_fraud_fails_for_good_and_the_reservation_is_released() {
 
 #[test]
 fn an_uncaught_exception_is_the_failure_internal_with_its_stack_and_the_host_goes_on() {
-    let dir = workflow(
+    let dir = probes::workflow(
         "crash",
         r#"
 name = "crash"
@@ -212,7 +196,7 @@ command = "probe.flaky"
 input = "{ 'succeed_on': 1 }"
 "#,
     );
-    let (code, saga) = run_saga(dir.path(), "crash", "{}");
+    let (code, saga) = probes::run_saga(plugins(), dir.path(), "crash", "{}");
     assert_eq!(code, 0, "{saga:#}");
     let crash = step(&saga, "crash");
     assert_eq!(crash["status"], "failed");
@@ -243,72 +227,7 @@ input = "{ 'succeed_on': 1 }"
 
 #[test]
 fn fatal_fails_at_once_and_retryable_is_retried_up_to_the_policy() {
-    let dir = workflow(
-        "retries",
-        r#"
-name = "retries"
-[defaults]
-timeout = "10s"
-retry = { attempts = 3, backoff = "10ms", max_backoff = "10ms" }
-
-[[step]]
-name = "first"
-command = "testkit.echo"
-compensate = "testkit.echo"
-
-[[step]]
-name = "flaky"
-command = "probe.flaky"
-input = "{ 'succeed_on': 3 }"
-
-[[step]]
-name = "exhausted"
-command = "probe.flaky"
-input = "{ 'succeed_on': 99 }"
-catch = [{ errors = ["busy"], next = "decline" }]
-
-[[step]]
-name = "skipped"
-command = "testkit.echo"
-
-[[step]]
-name = "decline"
-command = "probe.decline"
-input = "{ 'code': 'card_declined', 'message': 'the card was declined' }"
-"#,
-    );
-    plugins(); // built and compiled before the clock starts
-    let started = Instant::now();
-    let (code, saga) = run_saga(dir.path(), "retries", "{}");
-    let took = started.elapsed();
-    assert_eq!(code, 2, "{saga:#}");
-    assert_eq!(saga["status"], "compensated");
-
-    // Retryable: tried again, with the same idempotency key, until it passed on the third.
-    let flaky = step(&saga, "flaky");
-    assert_eq!(flaky["status"], "completed", "{flaky:#}");
-    assert_eq!(flaky["attempts"], 3);
-    assert_eq!(flaky["output"]["attempt"], 3);
-    assert!(flaky["output"]["idempotency_key"].as_str().unwrap().contains("flaky"), "{flaky:#}");
-
-    // Retryable past the policy's attempts: failed with the handler's code and message.
-    let exhausted = step(&saga, "exhausted");
-    assert_eq!(exhausted["status"], "failed");
-    assert_eq!(exhausted["attempts"], 3, "{exhausted:#}");
-    assert_eq!(exhausted["error"]["code"], "busy");
-    assert_eq!(exhausted["error"]["message"], "attempt 3 of exhausted: try again");
-
-    // Fatal: failed at its first attempt though the policy allows three; the saga compensated
-    // the Rust step before it.
-    let decline = step(&saga, "decline");
-    assert_eq!(decline["attempts"], 1, "{decline:#}");
-    assert_eq!(decline["error"], json!({"code": "card_declined", "message": "the card was declined"}));
-    assert_eq!(saga["error"]["code"], "card_declined");
-    assert_eq!(step(&saga, "first")["compensation"]["status"], "completed");
-
-    // Eight JavaScript instances (3 + 3 + 1, and describe) in one process: instantiating from
-    // the cache is quick, not a compile per run.
-    assert!(took < Duration::from_secs(10), "the run took {took:?}");
+    probes::fatal_fails_at_once_and_retryable_is_retried_up_to_the_policy(plugins());
 }
 
 #[test]
