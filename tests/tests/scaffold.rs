@@ -1,7 +1,7 @@
 //! `baton new`: a worker made from the template builds, loads and answers in the sandbox; a
 //! workflow made from the template passes its own cases; nothing is written over.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use baton_tests::{baton, js, python, root, run};
@@ -30,28 +30,12 @@ fn a_new_worker_builds_and_answers_and_a_new_workflow_passes_its_cases() {
     // It builds (with the example plugins' lockfile, so the same dependency versions).
     let krate = dir.path().join("plugins/greeter");
     std::fs::copy(root().join("plugins/Cargo.lock"), krate.join("Cargo.lock")).unwrap();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(&krate)
-        .args(["build", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(scaffold_target())
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .output()
-        .unwrap();
+    let built = cargo(&krate, &["build", "--target", "wasm32-wasip2"]);
     assert!(built.status.success(), "the new worker does not build:\n{}", String::from_utf8_lossy(&built.stderr));
     let wasm = scaffold_target().join("wasm32-wasip2/debug/greeter.wasm");
 
     // Its own tests pass with `cargo test`, on the native target.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let tested = Command::new(cargo)
-        .current_dir(&krate)
-        .args(["test", "--target-dir"])
-        .arg(scaffold_target())
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .output()
-        .unwrap();
+    let tested = cargo(&krate, &["test"]);
     let out = String::from_utf8_lossy(&tested.stdout);
     assert!(
         tested.status.success(),
@@ -142,34 +126,14 @@ fn a_new_python_worker_passes_its_tests_builds_and_answers() {
     // It builds, and answers in the sandbox (a failure with the handler's code).
     let wasm = dir.path().join("pygreeter.wasm");
     python::build_component(&module_dir.join("pygreeter.py"), &[], &wasm);
-    let call = |input: &str| {
-        run(baton().arg("test-plugin").arg(&wasm).args(["--command", "pygreeter.hello", "--input", input]))
-    };
-    let ran = call(r#"{"name": "Ada"}"#);
-    assert_eq!(ran.code, 0, "{ran}");
-    assert_eq!(ran.json()["text"], "Hello, Ada (attempt 1)");
-    let ran = call(r#"{"name": " "}"#);
-    assert_eq!(ran.code, 2, "{ran}");
-    assert!(ran.stdout.contains("no_name"), "{ran}");
-    // The schema it declares is the host's to enforce.
-    let ran = call(r#"{"who": "Ada"}"#);
-    assert_eq!(ran.code, 2, "{ran}");
-    assert!(ran.stdout.contains("invalid_input"), "{ran}");
+    answers_in_the_sandbox(&wasm, "pygreeter.hello");
 }
 
 /// The example workers' own tests (`cd plugins && cargo test`, on the native target, with
 /// `baton_guest::testing`): what a worker author runs, so they stay green.
 #[test]
 fn the_example_workers_pass_their_own_tests() {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let tested = Command::new(cargo)
-        .current_dir(root().join("plugins"))
-        .args(["test", "--target-dir"])
-        .arg(scaffold_target())
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .output()
-        .unwrap();
+    let tested = cargo(&root().join("plugins"), &["test"]);
     let out = String::from_utf8_lossy(&tested.stdout);
     assert!(
         tested.status.success(),
@@ -221,9 +185,14 @@ fn a_new_js_worker_passes_its_tests_builds_and_answers() {
         .output()
         .unwrap();
     assert!(built.status.success(), "the new worker does not build:\n{}", String::from_utf8_lossy(&built.stderr));
-    let call = |input: &str| {
-        run(baton().arg("test-plugin").arg(&wasm).args(["--command", "jsgreeter.hello", "--input", input]))
-    };
+    answers_in_the_sandbox(&wasm, "jsgreeter.hello");
+}
+
+/// `wasm`, a skeleton's component, answers `command` in the sandbox: a greeting, its
+/// handler's failure `no_name`, and the host's `invalid_input` for a payload its declared
+/// schema refuses.
+fn answers_in_the_sandbox(wasm: &Path, command: &str) {
+    let call = |input: &str| run(baton().arg("test-plugin").arg(wasm).args(["--command", command, "--input", input]));
     let ran = call(r#"{"name": "Ada"}"#);
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(ran.json()["text"], "Hello, Ada (attempt 1)");
@@ -233,4 +202,19 @@ fn a_new_js_worker_passes_its_tests_builds_and_answers() {
     let ran = call(r#"{"who": "Ada"}"#);
     assert_eq!(ran.code, 2, "{ran}");
     assert!(ran.stdout.contains("invalid_input"), "{ran}");
+}
+
+/// `cargo ARGS --target-dir <scaffold target>` in `dir`, with the flags of the outer build
+/// removed (they are the tests', not a worker's).
+fn cargo(dir: &Path, args: &[&str]) -> std::process::Output {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    Command::new(cargo)
+        .current_dir(dir)
+        .args(args)
+        .arg("--target-dir")
+        .arg(scaffold_target())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap()
 }
