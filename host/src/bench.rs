@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::bus::EventBus;
@@ -36,7 +36,7 @@ use crate::store::SagaStore;
 use crate::workflow::Catalog;
 
 /// Where the sagas' state lives during the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Durable store on local disk and in-memory bus.
@@ -75,7 +75,7 @@ pub struct BenchConfig {
 }
 
 /// What a run measured. Latencies in milliseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub workflow: String,
     pub mode: Mode,
@@ -97,7 +97,7 @@ pub struct Report {
     /// CPU time this process used during the measured window (user + system).
     pub cpu_seconds: f64,
     /// CPU time the Redis server used during the window (redis mode).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_cpu_seconds: Option<f64>,
     /// Runs these figures are the medians of.
     pub runs: usize,
@@ -403,6 +403,46 @@ async fn measure(config: &BenchConfig, target: &Target, run_id: &str) -> Report 
 }
 
 impl Report {
+    /// A baseline for `baton bench --check`: the `--json` output of an earlier run.
+    pub fn read_baseline(path: &std::path::Path) -> anyhow::Result<Report> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("cannot read the baseline {}: write one with `baton bench ... --json > FILE`", path.display())
+        })?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a `baton bench --json` report: write one with `baton bench ... --json > FILE`",
+                path.display()
+            )
+        })
+    }
+
+    /// Compare `run` with this baseline (`baton bench --check`), on stderr: exit 0 when its
+    /// throughput is at most `margin_pct` percent below the baseline's, 1 when it is further
+    /// below or when the two did not measure the same thing.
+    pub fn check(&self, run: &Report, margin_pct: f64) -> std::process::ExitCode {
+        let what = |r: &Report| format!("workflow {}, mode {:?}, -c {}", r.workflow, r.mode, r.concurrency);
+        if (self.workflow.as_str(), self.mode, self.concurrency) != (run.workflow.as_str(), run.mode, run.concurrency) {
+            eprintln!("check: the baseline measured {}, this run {}: compare like with like", what(self), what(run));
+            return std::process::ExitCode::from(1);
+        }
+        let change = |now: f64, then: f64| if then > 0.0 { (now / then - 1.0) * 100.0 } else { 0.0 };
+        let floor = self.sagas_per_sec * (1.0 - margin_pct / 100.0);
+        let verdict = if run.sagas_per_sec >= floor { "ok" } else { "SLOWER" };
+        eprintln!(
+            "check: {verdict}: {:.1} sagas/s against {:.1} ({:+.1}%, margin -{margin_pct}%); p50 {:.2} ms against {:.2} ({:+.1}%), p99 {:.2} ms against {:.2} ({:+.1}%)",
+            run.sagas_per_sec,
+            self.sagas_per_sec,
+            change(run.sagas_per_sec, self.sagas_per_sec),
+            run.p50_ms,
+            self.p50_ms,
+            change(run.p50_ms, self.p50_ms),
+            run.p99_ms,
+            self.p99_ms,
+            change(run.p99_ms, self.p99_ms),
+        );
+        if run.sagas_per_sec >= floor { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) }
+    }
+
     /// The median of each figure over several runs (the errors are summed). Medians, not
     /// means: on a shared machine one disturbed run should not move the result.
     pub fn median(runs: &[Report]) -> Option<Report> {

@@ -401,6 +401,14 @@ pub enum Command {
         /// Print one JSON object instead of a report.
         #[arg(long)]
         json: bool,
+        /// Compare with a baseline: the `--json` output of an earlier run of the same bench
+        /// (same workflow, mode and -c), measured in the same sitting. Exits 1 when this run's
+        /// throughput is more than --margin percent below the baseline's.
+        #[arg(long, value_name = "BASELINE.json")]
+        check: Option<PathBuf>,
+        /// How far below the baseline's throughput, in percent, still passes --check.
+        #[arg(long, value_name = "PCT", default_value_t = 10.0, requires = "check")]
+        margin: f64,
     },
     /// Check every workflow against the loaded plugins; list all problems.
     Check,
@@ -641,7 +649,14 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             runs,
             scrape,
             json,
+            check,
+            margin,
         } => {
+            if !(margin.is_finite() && (0.0..100.0).contains(margin)) {
+                bail!("--margin must be a percentage from 0 to under 100 (got {margin})");
+            }
+            // Read before the run, so that a missing or broken baseline fails at once.
+            let baseline = check.as_deref().map(crate::bench::Report::read_baseline).transpose()?;
             let seconds = |name: &str, v: f64| {
                 if v.is_finite() && v >= 0.0 {
                     Ok(std::time::Duration::from_secs_f64(v))
@@ -674,12 +689,21 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 });
             }
-            bench(&cli, config, *runs, *json).await
+            let report = bench(&cli, config, *runs, *json).await?;
+            match baseline {
+                Some(baseline) => Ok(baseline.check(&report, *margin)),
+                None => Ok(ExitCode::SUCCESS),
+            }
         }
     }
 }
 
-async fn bench(cli: &Cli, config: crate::bench::BenchConfig, runs: u32, json: bool) -> anyhow::Result<ExitCode> {
+async fn bench(
+    cli: &Cli,
+    config: crate::bench::BenchConfig,
+    runs: u32,
+    json: bool,
+) -> anyhow::Result<crate::bench::Report> {
     let mut reports = Vec::new();
     for run in 1..=runs {
         let report = match &config.server {
@@ -706,7 +730,7 @@ async fn bench(cli: &Cli, config: crate::bench::BenchConfig, runs: u32, json: bo
     } else {
         report.print();
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
 fn runtime_config(cli: &Cli) -> RuntimeConfig {

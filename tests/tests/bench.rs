@@ -61,6 +61,49 @@ fn several_runs_report_medians() {
     assert_eq!(report["completed"], 10, "the median of three runs of ten: {report:#}");
 }
 
+/// `--check`: a run passes against its own report made slower, fails against one made ten
+/// times faster (whatever this machine's speed), and refuses a baseline of another bench or
+/// a file that is not a report.
+#[test]
+fn check_compares_with_a_baseline_and_fails_when_slower() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = order(json!({}));
+    let mut base = bench(&["--input", &input, "--sagas", "20", "-c", "2"]);
+    let throughput = base["sagas_per_sec"].as_f64().unwrap();
+    let write = |name: &str, report: &Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, report.to_string()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let check = |baseline: &str, c: &str| {
+        run(baton().args([
+            "bench", "order", "--warmup", "0", "--input", &input, "--sagas", "20", "-c", c, "--check", baseline,
+        ]))
+    };
+
+    base["sagas_per_sec"] = json!(throughput / 10.0);
+    let ran = check(&write("slow.json", &base), "2");
+    assert_eq!(ran.code, 0, "faster than a baseline ten times slower: {ran}");
+    assert!(ran.stderr.contains("check: ok"), "{ran}");
+
+    base["sagas_per_sec"] = json!(throughput * 10.0);
+    let ran = check(&write("fast.json", &base), "2");
+    assert_eq!(ran.code, 1, "slower than a baseline ten times faster: {ran}");
+    assert!(ran.stderr.contains("check: SLOWER"), "{ran}");
+
+    let ran = check(&write("other.json", &base), "3");
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.stderr.contains("compare like with like"), "{ran}");
+
+    let ran = check(&write("broken.json", &json!({"not": "a report"})), "2");
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.stderr.contains("is not a `baton bench --json` report"), "{ran}");
+    let ran =
+        run(baton().args(["bench", "order", "--input", &input, "--sagas", "1", "--check", "/nonexistent/base.json"]));
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.stderr.contains("cannot read the baseline"), "{ran}");
+}
+
 #[test]
 fn bad_bench_arguments_are_clear_errors() {
     let ran = run(baton().args(["bench", "nope", "--input", "{}", "--sagas", "1"]));
