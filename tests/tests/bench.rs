@@ -77,7 +77,18 @@ fn check_compares_with_a_baseline_and_fails_when_slower() {
     };
     let check = |baseline: &str, c: &str| {
         run(baton().args([
-            "bench", "order", "--warmup", "0", "--input", &input, "--sagas", "20", "-c", c, "--check", baseline,
+            "bench",
+            "order",
+            "--warmup",
+            "0",
+            "--input",
+            input.as_str(),
+            "--sagas",
+            "20",
+            "-c",
+            c,
+            "--check",
+            baseline,
         ]))
     };
 
@@ -98,8 +109,16 @@ fn check_compares_with_a_baseline_and_fails_when_slower() {
     let ran = check(&write("broken.json", &json!({"not": "a report"})), "2");
     assert_eq!(ran.code, 1, "{ran}");
     assert!(ran.stderr.contains("is not a `baton bench --json` report"), "{ran}");
-    let ran =
-        run(baton().args(["bench", "order", "--input", &input, "--sagas", "1", "--check", "/nonexistent/base.json"]));
+    let ran = run(baton().args([
+        "bench",
+        "order",
+        "--input",
+        input.as_str(),
+        "--sagas",
+        "1",
+        "--check",
+        "/nonexistent/base.json",
+    ]));
     assert_eq!(ran.code, 1, "{ran}");
     assert!(ran.stderr.contains("cannot read the baseline"), "{ran}");
 }
