@@ -280,20 +280,21 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt("in the embedded store", e))
 }
 
-/// `[a,b]` and `[c]` -> `[a,b,c]`, on the encoded bytes: the history grows without decoding.
-fn append_json_arrays(before: &[u8], more: &[u8]) -> Vec<u8> {
+/// `[a,b]`, `[c]` and `[d]` -> `[a,b,c,d]`, on the encoded bytes: the history grows without
+/// decoding.
+fn join_json_arrays<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     fn inner(a: &[u8]) -> &[u8] {
         let a = a.trim_ascii();
         a.strip_prefix(b"[").and_then(|a| a.strip_suffix(b"]")).unwrap_or(a).trim_ascii()
     }
-    let (a, b) = (inner(before), inner(more));
-    let mut out = Vec::with_capacity(a.len() + b.len() + 3);
+    let mut out = Vec::with_capacity(256);
     out.push(b'[');
-    out.extend_from_slice(a);
-    if !a.is_empty() && !b.is_empty() {
-        out.push(b',');
+    for part in parts.into_iter().map(inner).filter(|p| !p.is_empty()) {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(part);
     }
-    out.extend_from_slice(b);
     out.push(b']');
     out
 }
@@ -316,84 +317,146 @@ fn read_status(tx: &redb::ReadTransaction, status: SagaStatus) -> Result<Vec<Sag
     Ok(out)
 }
 
+/// The tables a log record touches, opened once per apply transaction.
+struct Tables<'tx> {
+    sagas: redb::Table<'tx, &'static str, Row>,
+    by_status: redb::Table<'tx, (&'static str, &'static str), ()>,
+    outcomes: redb::Table<'tx, (&'static str, &'static str), &'static [u8]>,
+    by_saga: redb::Table<'tx, (&'static str, &'static str, &'static str), ()>,
+    expiry: redb::Table<'tx, (u64, &'static str), ()>,
+}
+
+impl<'tx> Tables<'tx> {
+    fn open(tx: &'tx WriteTransaction) -> Result<Tables<'tx>, StoreError> {
+        Ok(Tables {
+            sagas: tx.open_table(SAGAS).map_err(unavailable)?,
+            by_status: tx.open_table(BY_STATUS).map_err(unavailable)?,
+            outcomes: tx.open_table(OUTCOMES).map_err(unavailable)?,
+            by_saga: tx.open_table(OUTCOMES_BY_SAGA).map_err(unavailable)?,
+            expiry: tx.open_table(EXPIRY).map_err(unavailable)?,
+        })
+    }
+}
+
+/// One saga's rows in one apply batch, merged: most of a saga's revisions are logged within
+/// one [`APPLY_INTERVAL`], and writing each would read back and rewrite its row (and its
+/// whole history) once per step. Merged, the row is written once, with the newest record
+/// and every revision's history entries in order.
+struct Merged<'a> {
+    revision: u64,
+    status: &'static str,
+    record: &'a [u8],
+    /// (revision, the history entries it added), oldest first.
+    histories: Vec<(u64, &'a [u8])>,
+}
+
 /// Write log records into the tables, in one durable transaction. Idempotent: a row is
 /// written only over an older revision and an outcome only where there is none, so a record
 /// applied twice (replayed after a crash) changes nothing the second time.
+///
+/// Rows of one saga are merged ([`Merged`]) up to a purge of that saga, which is applied in
+/// its place in the log's order; rows touch nothing of another saga, and outcome records
+/// nothing a row touches, so the merge changes no outcome of applying the records one by one.
 fn apply(db: &Database, records: &[Record]) -> Result<(), StoreError> {
     let tx = db.begin_write().map_err(unavailable)?;
-    for record in records {
-        for op in &record.ops {
-            apply_op(&tx, op)?;
+    {
+        let mut tables = Tables::open(&tx)?;
+        let mut rows: HashMap<&str, Merged<'_>> = HashMap::new();
+        for op in records.iter().flat_map(|r| &r.ops) {
+            match op {
+                Op::Row { id, revision, status, record, history } => {
+                    let merged = rows.entry(&**id).or_insert_with(|| Merged {
+                        revision: *revision,
+                        status,
+                        record,
+                        histories: Vec::new(),
+                    });
+                    if *revision >= merged.revision {
+                        (merged.revision, merged.status, merged.record) = (*revision, status, record);
+                    }
+                    merged.histories.push((*revision, history));
+                }
+                Op::Purge { id, .. } => {
+                    if let Some(merged) = rows.remove(&**id) {
+                        write_row(&mut tables, id, &merged)?;
+                    }
+                    apply_op(&mut tables, op)?;
+                }
+                Op::Outcome { .. } => apply_op(&mut tables, op)?,
+            }
+        }
+        for (id, merged) in &rows {
+            write_row(&mut tables, id, merged)?;
         }
     }
     tx.commit().map_err(unavailable)
 }
 
-fn apply_op(tx: &WriteTransaction, op: &Op) -> Result<(), StoreError> {
+/// Write a saga's merged rows over what the tables hold, skipping the revisions they already
+/// have; its status index and, when it has just ended, its expiry entry follow.
+fn write_row(tables: &mut Tables<'_>, id: &str, merged: &Merged<'_>) -> Result<(), StoreError> {
+    let stored = tables.sagas.get(id).map_err(unavailable)?.map(|v| {
+        let (rev, status, _, history) = v.value();
+        (rev, status.to_owned(), history.to_vec())
+    });
+    let stored_revision = stored.as_ref().map_or(0, |(rev, ..)| *rev);
+    if stored_revision >= merged.revision {
+        return Ok(());
+    }
+    let before = stored.as_ref().map(|(_, _, history)| history.as_slice());
+    let added = merged.histories.iter().filter(|(rev, _)| *rev > stored_revision).map(|(_, h)| *h);
+    let full = join_json_arrays(before.into_iter().chain(added));
+    tables.sagas.insert(id, (merged.revision, merged.status, merged.record, full.as_slice())).map_err(unavailable)?;
+    let old_status = stored.as_ref().map(|(_, s, _)| s.as_str());
+    if old_status != Some(merged.status) {
+        if let Some(old) = old_status {
+            tables.by_status.remove((old, id)).map_err(unavailable)?;
+        }
+        tables.by_status.insert((merged.status, id), ()).map_err(unavailable)?;
+        // A saga reaches a terminal status once: that is when it is filed by expiry.
+        if let Some(at) = decode::<Expiry>(merged.record)?.expires_at {
+            tables.expiry.insert((at, id), ()).map_err(unavailable)?;
+        }
+    }
+    Ok(())
+}
+
+/// Apply a purge or an outcome record (rows go through [`write_row`]).
+fn apply_op(tables: &mut Tables<'_>, op: &Op) -> Result<(), StoreError> {
     match op {
         Op::Row { id, revision, status, record, history } => {
-            let mut sagas = tx.open_table(SAGAS).map_err(unavailable)?;
-            let stored = sagas.get(&**id).map_err(unavailable)?.map(|v| {
-                let (rev, status, _, history) = v.value();
-                (rev, status.to_owned(), history.to_vec())
-            });
-            if stored.as_ref().is_some_and(|(rev, ..)| rev >= revision) {
-                return Ok(());
-            }
-            let full = match &stored {
-                Some((_, _, before)) => append_json_arrays(before, history),
-                None => history.to_vec(),
-            };
-            sagas.insert(&**id, (*revision, *status, &**record, full.as_slice())).map_err(unavailable)?;
-            let old_status = stored.as_ref().map(|(_, s, _)| s.as_str());
-            if old_status != Some(*status) {
-                let mut by_status = tx.open_table(BY_STATUS).map_err(unavailable)?;
-                if let Some(old) = old_status {
-                    by_status.remove((old, &**id)).map_err(unavailable)?;
-                }
-                by_status.insert((*status, &**id), ()).map_err(unavailable)?;
-                // A saga reaches a terminal status once: that is when it is filed by expiry.
-                if let Some(at) = decode::<Expiry>(record)?.expires_at {
-                    tx.open_table(EXPIRY).map_err(unavailable)?.insert((at, &**id), ()).map_err(unavailable)?;
-                }
-            }
+            let merged = Merged { revision: *revision, status, record, histories: vec![(*revision, history)] };
+            write_row(tables, id, &merged)?;
         }
         Op::Purge { id, revision, expires_at } => {
-            tx.open_table(EXPIRY).map_err(unavailable)?.remove((*expires_at, &**id)).map_err(unavailable)?;
-            let mut sagas = tx.open_table(SAGAS).map_err(unavailable)?;
-            let stored = sagas.get(&**id).map_err(unavailable)?.map(|v| (v.value().0, v.value().1.to_owned()));
+            tables.expiry.remove((*expires_at, &**id)).map_err(unavailable)?;
+            let stored = tables.sagas.get(&**id).map_err(unavailable)?.map(|v| (v.value().0, v.value().1.to_owned()));
             match stored {
                 // A newer write of the saga came first: it is no longer what expired.
                 Some((rev, _)) if rev != *revision => return Ok(()),
                 Some((_, status)) => {
-                    sagas.remove(&**id).map_err(unavailable)?;
-                    tx.open_table(BY_STATUS)
-                        .map_err(unavailable)?
-                        .remove((status.as_str(), &**id))
-                        .map_err(unavailable)?;
+                    tables.sagas.remove(&**id).map_err(unavailable)?;
+                    tables.by_status.remove((status.as_str(), &**id)).map_err(unavailable)?;
                 }
                 None => {}
             }
-            let mut by_saga = tx.open_table(OUTCOMES_BY_SAGA).map_err(unavailable)?;
-            let mine: Vec<(String, String)> = by_saga
+            let mine: Vec<(String, String)> = tables
+                .by_saga
                 .range((&**id, "", "")..=(&**id, "\u{10FFFF}", "\u{10FFFF}"))
                 .map_err(unavailable)?
                 .map(|e| e.map(|(k, _)| (k.value().1.to_owned(), k.value().2.to_owned())))
                 .collect::<Result<_, _>>()
                 .map_err(unavailable)?;
-            let mut outcomes = tx.open_table(OUTCOMES).map_err(unavailable)?;
             for (command, key) in &mine {
-                outcomes.remove((command.as_str(), key.as_str())).map_err(unavailable)?;
-                by_saga.remove((&**id, command.as_str(), key.as_str())).map_err(unavailable)?;
+                tables.outcomes.remove((command.as_str(), key.as_str())).map_err(unavailable)?;
+                tables.by_saga.remove((&**id, command.as_str(), key.as_str())).map_err(unavailable)?;
             }
         }
         Op::Outcome { command, key, outcome } => {
-            let mut table = tx.open_table(OUTCOMES).map_err(unavailable)?;
-            if table.get((command.as_str(), key.as_str())).map_err(unavailable)?.is_none() {
-                table.insert((command.as_str(), key.as_str()), &**outcome).map_err(unavailable)?;
+            if tables.outcomes.get((command.as_str(), key.as_str())).map_err(unavailable)?.is_none() {
+                tables.outcomes.insert((command.as_str(), key.as_str()), &**outcome).map_err(unavailable)?;
                 let saga = super::saga_of(key);
-                let mut by_saga = tx.open_table(OUTCOMES_BY_SAGA).map_err(unavailable)?;
-                by_saga.insert((saga, command.as_str(), key.as_str()), ()).map_err(unavailable)?;
+                tables.by_saga.insert((saga, command.as_str(), key.as_str()), ()).map_err(unavailable)?;
             }
         }
     }
@@ -1259,12 +1322,66 @@ mod tests {
         assert_eq!(store.history("s-1").await.unwrap().len(), 3);
     }
 
+    /// One apply batch holding a saga's whole life, its purge and a new saga under the same id:
+    /// the merged rows end as applying them one by one would, and the tables' own revisions
+    /// are not written twice.
+    #[test]
+    fn rows_of_one_batch_are_merged_up_to_a_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("baton.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        drop(Tables::open(&tx).unwrap());
+        tx.commit().unwrap();
+        let ended = {
+            let mut s = saga(3, SagaStatus::Completed);
+            s.expires_at = Some(1_000);
+            let entries = vec![HistoryEntry { at: 3, revision: 3, event: HistoryEvent::Started }];
+            Op::Row {
+                id: "s-1".into(),
+                revision: 3,
+                status: s.status.as_str(),
+                record: serde_json::to_vec(&s).unwrap().into(),
+                history: serde_json::to_vec(&entries).unwrap().into(),
+            }
+        };
+        let purge = Op::Purge { id: "s-1".into(), revision: 3, expires_at: 1_000 };
+        let read = |db: &Database| {
+            let tx = db.begin_read().unwrap();
+            let (revision, status, history) = tx
+                .open_table(SAGAS)
+                .unwrap()
+                .get("s-1")
+                .unwrap()
+                .map(|v| (v.value().0, v.value().1.to_owned(), decode::<Vec<HistoryEntry>>(v.value().3).unwrap()))
+                .unwrap();
+            let statuses: Vec<String> =
+                tx.open_table(BY_STATUS).unwrap().iter().unwrap().map(|e| e.unwrap().0.value().0.to_owned()).collect();
+            let expiry = redb::ReadableTableMetadata::len(&tx.open_table(EXPIRY).unwrap()).unwrap();
+            (revision, status, history.iter().map(|e| e.revision).collect::<Vec<_>>(), statuses, expiry)
+        };
+
+        // The tables hold revision 1; the batch repeats it and goes on to the end.
+        apply(&db, &[Record { seq: 1, ops: vec![row(1, SagaStatus::Running)] }]).unwrap();
+        let life = vec![row(1, SagaStatus::Running), row(2, SagaStatus::Compensating), ended.clone()];
+        apply(&db, &[Record { seq: 2, ops: life.clone() }]).unwrap();
+        assert_eq!(read(&db), (3, "completed".into(), vec![1, 2, 3], vec!["completed".into()], 1));
+
+        // Its whole life, its purge and a new saga of the same id, in one batch.
+        let db2 = Database::create(dir.path().join("other.redb")).unwrap();
+        let mut ops = life;
+        ops.push(purge);
+        ops.push(row(1, SagaStatus::Running));
+        apply(&db2, &[Record { seq: 1, ops: ops[..2].to_vec() }, Record { seq: 2, ops: ops[2..].to_vec() }]).unwrap();
+        assert_eq!(read(&db2), (1, "running".into(), vec![1], vec!["running".into()], 0));
+    }
+
     #[test]
     fn histories_append_as_json_arrays() {
-        let join = |a: &str, b: &str| String::from_utf8(append_json_arrays(a.as_bytes(), b.as_bytes())).unwrap();
-        assert_eq!(join("[1,2]", "[3]"), "[1,2,3]");
-        assert_eq!(join("[]", "[{\"a\":[1]}]"), "[{\"a\":[1]}]");
-        assert_eq!(join("[1]", "[]"), "[1]");
-        assert_eq!(join("[]", "[]"), "[]");
+        let join = |parts: &[&str]| String::from_utf8(join_json_arrays(parts.iter().map(|p| p.as_bytes()))).unwrap();
+        assert_eq!(join(&["[1,2]", "[3]"]), "[1,2,3]");
+        assert_eq!(join(&["[]", "[{\"a\":[1]}]"]), "[{\"a\":[1]}]");
+        assert_eq!(join(&["[1]", "[]", " [2, 3] "]), "[1,2, 3]");
+        assert_eq!(join(&["[]", "[]"]), "[]");
+        assert_eq!(join(&[]), "[]");
     }
 }
