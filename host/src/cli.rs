@@ -55,6 +55,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "BATON_MEMORY_BUDGET_MB")]
     pub memory_budget_mb: Option<usize>,
 
+    /// Most plugin instances alive at once (the sandbox's pooled slots). Each slot reserves
+    /// address space up front (8 GiB, none of it memory until used); a small pool lets the
+    /// host start under tools that cap address space, such as valgrind.
+    #[arg(long, global = true, env = "BATON_MAX_INSTANCES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_instances: u32,
+
     /// Log filter, e.g. `info` or `baton=debug` (logs go to stderr).
     #[arg(long, global = true, env = "BATON_LOG", default_value = "warn")]
     pub log: String,
@@ -737,6 +743,7 @@ fn runtime_config(cli: &Cli) -> RuntimeConfig {
     RuntimeConfig {
         memory_limit: cli.memory_limit_mb << 20,
         memory_budget: cli.memory_budget_mb.map_or_else(crate::runtime::default_memory_budget, |mb| mb.max(1) << 20),
+        max_instances: cli.max_instances,
         cache_dir: if cli.no_cache { None } else { cli.cache_dir.clone().or_else(crate::runtime::cache::default_dir) },
         ..RuntimeConfig::default()
     }
