@@ -10,6 +10,16 @@
 //!   as every command and result crosses a broker.
 //! - `workflow/map_input`: an input expression evaluated over a saga context (the notify
 //!   step's mapping of the order workflow).
+//! - `store/encode_record`: the order saga's record as the stores write it (JSON), once per
+//!   commit.
+//! - `store/embedded_commit`: one transition committed to the embedded store, as the
+//!   orchestrator does it per step: the copy of the saga it decides on, the encoding, the log
+//!   append and its `fdatasync`, the cache. Disk-bound: on this kind of machine the sync is
+//!   most of it.
+//! - `worker/round_trip`: one command through a worker pool over the in-memory bus: sent,
+//!   taken by the pool, its duplicate check, run on the plugin's threads (`testkit.echo`), its
+//!   outcome recorded, its result received. The thread hand-offs of a step, without the
+//!   orchestrator.
 //!
 //! Run: `cargo bench -p baton-tests --bench runtime`.
 
@@ -20,6 +30,7 @@ use baton::orchestrator::decide::{Effect, Event, decide};
 use baton::orchestrator::new_saga;
 use baton::protocol::{CommandMessage, Meta, Outcome, ResultMessage};
 use baton::runtime::{Runtime, RuntimeConfig};
+use baton::store::{Committed, SagaStore, Transition};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
@@ -150,9 +161,85 @@ fn map_input(c: &mut Criterion) {
     c.bench_function("workflow/map_input", |b| b.iter(|| expr.eval(std::hint::black_box(&ctx)).unwrap()));
 }
 
+/// The order saga (`workflows/order.toml`, one item) just after its start, at revision 1.
+fn started_order_saga() -> baton::model::Saga {
+    let root = baton_tests::root();
+    let text = std::fs::read_to_string(root.join("workflows/order.toml")).unwrap();
+    let wf = baton::workflow::parse(Path::new("order.toml"), &text, None).unwrap();
+    let input = json!({"order_id": "o-1", "customer": "ada", "items": [{"sku": "A-1", "qty": 2, "price": 10.5}]});
+    let mut saga = new_saga("order-bench-1".into(), &wf, input, 0);
+    let started = decide(&wf, &mut saga, &Event::Start, 0);
+    assert!(started.changed);
+    saga.revision = 1;
+    saga
+}
+
+fn store(c: &mut Criterion) {
+    let saga = started_order_saga();
+    c.bench_function("store/encode_record", |b| b.iter(|| serde_json::to_vec(std::hint::black_box(&saga)).unwrap()));
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = baton::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    rt.block_on(store.create(&Transition::bare(saga.clone(), 0))).unwrap();
+    let mut current = saga;
+    c.bench_function("store/embedded_commit", |b| {
+        b.iter(|| {
+            let mut next = current.clone();
+            next.revision += 1;
+            next.updated_at += 1;
+            let t = Transition::bare(next, current.revision);
+            assert_eq!(rt.block_on(store.commit(std::slice::from_ref(&t))).unwrap(), [Committed::Ok]);
+            current = baton::model::Saga::clone(&t.saga);
+        })
+    });
+}
+
+fn worker_round_trip(c: &mut Criterion) {
+    use baton::bus::EventBus;
+    use baton::runtime::worker::{WorkerConfig, run};
+    use std::sync::Arc;
+    // Two threads, as the host's own runtime has on this kind of machine; the pool starts
+    // the plugin's threads itself.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let bus: Arc<dyn EventBus> = Arc::new(baton::bus::memory::MemoryBus::new());
+    let store: Arc<dyn SagaStore> = Arc::new(baton::store::memory::MemoryStore::new());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut results = rt.block_on(async {
+        let runtime = Arc::new(
+            Runtime::new(RuntimeConfig { cache_dir: Some(baton_tests::cache_dir()), ..RuntimeConfig::default() })
+                .unwrap(),
+        );
+        runtime.load_file(&Path::new(baton_tests::PLUGINS_DIR).join("testkit.wasm")).await.unwrap();
+        let clock = Arc::new(baton::orchestrator::SystemClock);
+        tokio::spawn(run(runtime, bus.clone(), store, clock, WorkerConfig::default(), stopped));
+        bus.result_consumer().await.unwrap()
+    });
+    let mut n = 0u64;
+    c.bench_function("worker/round_trip", |b| {
+        b.iter(|| {
+            // A new idempotency key each time: a repeated one is answered from its record
+            // without the plugin running.
+            n += 1;
+            let mut cmd = order_command();
+            cmd.name = "testkit.echo".into();
+            cmd.meta.transaction_id = format!("rt-{n}");
+            cmd.meta.idempotency_key = format!("rt-{n}/echo/forward");
+            cmd.meta.correlation_id = format!("rt-{n}/echo/forward/1");
+            rt.block_on(async {
+                bus.send_commands(vec![cmd]).await.unwrap();
+                let got = results.recv(1).await.unwrap();
+                assert_eq!(got.len(), 1);
+                assert!(matches!(got[0].message.outcome, Outcome::Ok(_)), "{:?}", got[0].message.outcome);
+            });
+        })
+    });
+    let _ = stop.send(true);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = invoke_echo, decide_order_saga, wire, map_input
+    targets = invoke_echo, decide_order_saga, wire, map_input, store, worker_round_trip
 }
 criterion_main!(benches);

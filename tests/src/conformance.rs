@@ -89,17 +89,17 @@ async fn create_and_load(store: &dyn SagaStore) {
     assert!(store.load("c-1").await.unwrap().is_none());
     let t = started("c-1", 10);
     assert!(matches!(store.create(&t).await.unwrap(), Created::New));
-    assert_eq!(store.load("c-1").await.unwrap().as_ref(), Some(&t.saga));
+    assert_eq!(store.load("c-1").await.unwrap().as_ref(), Some(&*t.saga));
     // A retried create returns what is stored and changes nothing.
     let mut again = started("c-1", 99);
-    again.saga.input = json!("other");
+    Arc::make_mut(&mut again.saga).input = json!("other");
     match store.create(&again).await.unwrap() {
-        Created::Existing(existing) => assert_eq!(*existing, t.saga),
+        Created::Existing(existing) => assert_eq!(*existing, *t.saga),
         Created::New => panic!("a second create of the same id must not succeed"),
     }
     assert_eq!(store.load("c-1").await.unwrap().unwrap().input, json!({"n": "c-1"}));
     let both = store.load_many(&["c-1", "nobody"]).await.unwrap();
-    assert_eq!(both, vec![Some(t.saga), None], "load_many answers in order, None for a missing id");
+    assert_eq!(both, vec![Some(Saga::clone(&t.saga)), None], "load_many answers in order, None for a missing id");
 }
 
 async fn optimistic_concurrency(store: &dyn SagaStore) {
@@ -121,7 +121,7 @@ async fn concurrent_writers_one_wins(store: Arc<dyn SagaStore>) {
     for i in 0..8u64 {
         let store = store.clone();
         let mut n = next(&t.saga, SagaStatus::Running);
-        n.saga.input = json!(i);
+        Arc::make_mut(&mut n.saga).input = json!(i);
         tasks.push(tokio::spawn(async move { commit_one(store.as_ref(), &n).await == Committed::Ok }));
     }
     let mut wins = 0;
@@ -206,7 +206,7 @@ async fn history_is_appended_with_each_commit(store: &dyn SagaStore) {
 async fn timers_are_indexed_by_due_time(store: &dyn SagaStore) {
     let waiting = |id: &str, due: u64| {
         let mut t = started(id, 70);
-        t.saga = with_timer(t.saga, due);
+        t.saga = Arc::new(with_timer(Saga::clone(&t.saga), due));
         t
     };
     for (id, due) in [("t-late", 9_000), ("t-early", 5_000), ("t-mid", 7_000)] {
@@ -233,7 +233,7 @@ async fn timers_are_indexed_by_due_time(store: &dyn SagaStore) {
     // A new timer moves the index; a finished saga has none.
     let s = store.load("t-early").await.unwrap().unwrap();
     let mut moved = next(&s, SagaStatus::Running);
-    moved.saga = with_timer(moved.saga, 8_000);
+    moved.saga = Arc::new(with_timer(Saga::clone(&moved.saga), 8_000));
     assert_eq!(commit_one(store, &moved).await, Committed::Ok);
     let s = store.load("t-mid").await.unwrap().unwrap();
     let done = next(&s, SagaStatus::Completed);
@@ -294,7 +294,7 @@ async fn retention_deletes_finished_sagas_with_their_outcomes(store: &dyn SagaSt
         store.create(&t).await.unwrap();
         store.record_outcome("x.y", &format!("{id}/a/forward"), &Outcome::Ok(json!(id))).await.unwrap();
         let mut done = next(&t.saga, SagaStatus::Completed);
-        done.saga.expires_at = expires_at;
+        Arc::make_mut(&mut done.saga).expires_at = expires_at;
         assert_eq!(commit_one(store, &done).await, Committed::Ok);
     };
     // Times an hour ahead of the wall clock: Redis also expires the keys at `expires_at`.

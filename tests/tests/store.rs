@@ -97,7 +97,7 @@ async fn redis_store_commits_commands_with_the_transition() {
         .collect();
     saga.revision = 1;
     let start = Transition {
-        saga: saga.clone(),
+        saga: Arc::new(saga.clone()),
         expected_revision: 0,
         commands: commands.clone(),
         history: vec![],
@@ -116,7 +116,7 @@ async fn redis_store_commits_commands_with_the_transition() {
 
     // A transition that loses the revision race sends nothing.
     let mut stale = start.clone();
-    stale.saga.revision = 2;
+    Arc::make_mut(&mut stale.saga).revision = 2;
     stale.expected_revision = 5;
     assert_eq!(store.commit(&[stale]).await.unwrap(), [Committed::Conflict]);
     let len: usize = redis::cmd("XLEN").arg(&stream).query(&mut con).unwrap();

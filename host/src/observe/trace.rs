@@ -279,9 +279,11 @@ fn random_u128() -> u128 {
     use std::hash::BuildHasher;
     use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Read once: `process::id` is a system call, and a saga asks for a few spans per step.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-    let a = RandomState::new().hash_one((n, now, std::process::id()));
+    let a = RandomState::new().hash_one((n, now, *PID.get_or_init(std::process::id)));
     let b = RandomState::new().hash_one((a, n));
     (u128::from(a) << 64 | u128::from(b)).max(1)
 }

@@ -268,7 +268,7 @@ impl Change {
     /// connection dropped after the write), tells "it landed" from "it did not".
     fn landed_as(&self, stored: &Saga) -> bool {
         let ours = &self.transition.saga;
-        stored.revision == ours.revision && stored.updated_at == ours.updated_at && stored == ours
+        stored.revision == ours.revision && stored.updated_at == ours.updated_at && stored == &**ours
     }
 }
 
@@ -444,7 +444,7 @@ impl Orchestrator {
             // Our own create, whose answer was lost before a retry found it: finish the job.
             // (Only on a retry: a concurrent start of the same id in the same millisecond
             // builds an equal record, and must get 200, not a second 201.)
-            Created::Existing(existing) if tries.load(Ordering::Relaxed) > 1 && *existing == *ours => {}
+            Created::Existing(existing) if tries.load(Ordering::Relaxed) > 1 && *existing == **ours => {}
             Created::Existing(existing) if existing.workflow == workflow && existing.input == ours.input => {
                 return Ok(Started { saga: *existing, created: false });
             }
@@ -459,7 +459,7 @@ impl Orchestrator {
             }
         }
         tracing::info!(transaction_id = %id, workflow, "saga started");
-        let saga = change.transition.saga.clone();
+        let saga = Saga::clone(&change.transition.saga);
         self.after_commit(vec![*change], began).await;
         Ok(Started { saga, created: true })
     }
@@ -570,7 +570,7 @@ impl Orchestrator {
             let began = SystemTime::now();
             match store.commit(std::slice::from_ref(&change.transition)).await?[..] {
                 [Committed::Ok] => {
-                    let saga = change.transition.saga.clone();
+                    let saga = Saga::clone(&change.transition.saga);
                     self.after_commit(vec![change], began).await;
                     return Ok(saga);
                 }
@@ -767,7 +767,7 @@ impl Orchestrator {
         // A sub-saga that ended in this change answers the command that started (or undid) it.
         let ended = history.iter().any(|h| matches!(h.event, crate::model::HistoryEvent::Finished { .. }));
         let replies = if ended { sub_sagas::reply_of(&saga).into_iter().collect() } else { Vec::new() };
-        let transition = Transition { saga, expected_revision: expected, commands, history, replies };
+        let transition = Transition { saga: Arc::new(saga), expected_revision: expected, commands, history, replies };
         Decided::Change(Box::new(Change { transition, timers }))
     }
 
@@ -789,13 +789,13 @@ impl Orchestrator {
             inner.observer.committed(&change.transition, &commit);
             inner.timers.set(&saga.id, change.timers);
             if inner.changes.receiver_count() > 0 {
-                let _ = inner.changes.send(Arc::new(saga.clone()));
+                let _ = inner.changes.send(saga.clone());
             }
             if saga.status.is_terminal() {
                 tracing::info!(transaction_id = %saga.id, status = %saga.status, "saga finished");
                 let waiters = inner.waiting.lock().expect("waiting lock poisoned").remove(&saga.id);
                 for w in waiters.into_iter().flatten() {
-                    let _ = w.send(saga.clone());
+                    let _ = w.send(Saga::clone(saga));
                 }
             }
             if !inner.store.dispatches_commands() {

@@ -42,7 +42,7 @@ impl State {
             self.expiry.insert((at, saga.id.clone()));
         }
         self.history.entry(saga.id.clone()).or_default().extend(t.history.iter().cloned());
-        self.sagas.insert(saga.id.clone(), saga.clone());
+        self.sagas.insert(saga.id.clone(), Saga::clone(saga));
     }
 }
 

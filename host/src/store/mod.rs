@@ -30,6 +30,7 @@ pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
+use std::sync::Arc;
 
 use crate::model::{HistoryEntry, Saga, SagaStatus};
 use crate::protocol::{CommandMessage, Outcome, ResultMessage};
@@ -88,8 +89,9 @@ pub enum Created {
 /// commands the change emits and the history entries that describe it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
-    /// The saga after the change; its `revision` is `expected_revision + 1`.
-    pub saga: Saga,
+    /// The saga after the change; its `revision` is `expected_revision + 1`. Shared, so that
+    /// a store keeping the last committed record in memory keeps this one without a copy.
+    pub saga: Arc<Saga>,
     /// The revision the change was decided from (optimistic concurrency).
     pub expected_revision: u64,
     /// Commands to send to the workers.
@@ -112,7 +114,13 @@ pub struct Reply {
 impl Transition {
     /// A write of `saga` decided from `expected_revision`, with no commands and no history.
     pub fn bare(saga: Saga, expected_revision: u64) -> Transition {
-        Transition { saga, expected_revision, commands: Vec::new(), history: Vec::new(), replies: Vec::new() }
+        Transition {
+            saga: Arc::new(saga),
+            expected_revision,
+            commands: Vec::new(),
+            history: Vec::new(),
+            replies: Vec::new(),
+        }
     }
 }
 

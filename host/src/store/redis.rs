@@ -286,7 +286,7 @@ impl RedisStore {
             .arg(self.events_maxlen)
             .arg(batch.len());
         for (mode, t) in batch {
-            let saga = &t.saga;
+            let saga = &*t.saga;
             let data = serde_json::to_string(saga).map_err(|e| self.unavailable(e))?;
             invocation
                 .arg(*mode)

@@ -184,13 +184,13 @@ impl Shared {
 
 /// The unfinished sagas, as last committed.
 struct Cache {
-    sagas: HashMap<String, Saga>,
+    sagas: HashMap<String, Arc<Saga>>,
     /// False once an unfinished saga did not fit: then the tables are the only full account.
     complete: bool,
 }
 
 impl Cache {
-    fn put(&mut self, saga: Saga) {
+    fn put(&mut self, saga: Arc<Saga>) {
         if saga.status.is_terminal() {
             self.sagas.remove(&saga.id);
         } else if self.sagas.len() < CACHE_CAPACITY || self.sagas.contains_key(&saga.id) {
@@ -224,7 +224,7 @@ struct PendingRow {
 
 /// A transition, encoded by its caller for the writer.
 struct Encoded {
-    saga: Saga,
+    saga: Arc<Saga>,
     record: Arc<[u8]>,
     history: Arc<[u8]>,
     expected_revision: u64,
@@ -234,7 +234,7 @@ impl Encoded {
     fn new(t: &Transition) -> Result<Encoded, StoreError> {
         Ok(Encoded {
             saga: t.saga.clone(),
-            record: serde_json::to_vec(&t.saga).map_err(unavailable)?.into(),
+            record: serde_json::to_vec(&*t.saga).map_err(unavailable)?.into(),
             history: serde_json::to_vec(&t.history).map_err(unavailable)?.into(),
             expected_revision: t.expected_revision,
         })
@@ -524,7 +524,7 @@ impl EmbeddedStore {
         let tx = db.begin_read()?;
         for status in UNFINISHED {
             for saga in read_status(&tx, status).with_context(|| format!("cannot read {}", path.display()))? {
-                cache.put(saga);
+                cache.put(Arc::new(saga));
             }
         }
         drop(tx);
@@ -701,8 +701,9 @@ fn existing(shared: &Shared, staged: &HashMap<String, &Saga>, id: &str) -> Resul
     if let Some((_, row)) = pending {
         return decode(&row.record).map(Some);
     }
-    if let Some(s) = shared.cache.lock().expect("cache lock poisoned").sagas.get(id) {
-        return Ok(Some(s.clone()));
+    let cached = shared.cache.lock().expect("cache lock poisoned").sagas.get(id).cloned();
+    if let Some(s) = cached {
+        return Ok(Some(Saga::clone(&s)));
     }
     let tx = shared.db.begin_read().map_err(unavailable)?;
     let table = tx.open_table(SAGAS).map_err(unavailable)?;
@@ -1022,8 +1023,10 @@ impl SagaStore for EmbeddedStore {
     }
 
     async fn load(&self, id: &str) -> Result<Option<Saga>, StoreError> {
-        if let Some(saga) = self.shared().cache.lock().expect("cache lock poisoned").sagas.get(id) {
-            return Ok(Some(saga.clone()));
+        // The copy is made outside the lock: the lock is held for a reference count.
+        let cached = self.shared().cache.lock().expect("cache lock poisoned").sagas.get(id).cloned();
+        if let Some(saga) = cached {
+            return Ok(Some(Saga::clone(&saga)));
         }
         // The overlay before the tables: whatever the applier does meanwhile, the newer
         // revision of the two is the saga as it is.
@@ -1125,7 +1128,7 @@ impl SagaStore for EmbeddedStore {
         {
             let cache = self.shared().cache.lock().expect("cache lock poisoned");
             if cache.complete {
-                return Ok(due(&mut cache.sagas.values()));
+                return Ok(due(&mut cache.sagas.values().map(|s| &**s)));
             }
         }
         let mut unfinished = Vec::new();
