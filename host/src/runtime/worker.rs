@@ -25,9 +25,8 @@
 //! and two thread hand-offs (to the plugin's threads and back) are saved, a quarter of a
 //! command's round trip. One that waits in a host call or runs to the next epoch tick yields,
 //! moves to the plugin's threads from there, and marks its plugin slow, so a plugin that loops
-//! holds one of the host's
-//! threads once, for one epoch tick at most. Under load every command goes to the
-//! plugin's threads.
+//! holds one of the host's threads once, for one epoch tick at most. Under load every command
+//! goes to the plugin's threads, which are scheduled below the orchestrator's and the API's.
 //!
 //! Batched, because a command costs a plugin call of about ten microseconds and each trip to
 //! a broker costs more: the idempotency records of a whole batch of commands are read in one
@@ -357,14 +356,8 @@ impl Pool {
                     }
                     .instrument(span),
                 );
-                // A command that finds no other running in the host, of a plugin whose last
-                // command was quick, starts on this task: most commands end within their first
-                // poll (tens of microseconds), and then two thread hand-offs are saved. One
-                // that waits (a host call) or runs to the next epoch tick yields and moves to
-                // the plugin's threads from there, and is not quick: the next commands go
-                // straight to the plugin's threads until one of them is quick again. Under
-                // load every command goes to the plugin's threads, which are scheduled below
-                // the orchestrator's and the API's.
+                // Started inline when the host is idle (see the module documentation); a
+                // command still running after its first poll is not quick.
                 if others == 0 && quick.load(Ordering::Relaxed) {
                     let done = std::future::poll_fn(|cx| Poll::Ready(job.as_mut().poll(cx).is_ready())).await;
                     if done {
